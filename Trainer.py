@@ -1,0 +1,650 @@
+"""Train the pose-conditioned video-prediction VAE (Lab 4).
+
+    python Trainer.py --DR <dataset> --save_root <dir> [--fast_train]
+
+Reads top to bottom: flags, schedules (pure functions of the epoch), the model
+(one-frame prediction, clip loss, rollout), the training loop, main().
+"""
+import argparse
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from dataloader import Dataset_Dance
+from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
+from utils import runlog
+from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, is_template_checkpoint,
+                              load_checkpoint, plain_args)
+from utils.errors import UserError, exit_on_user_error
+from utils.media import save_comparison_gif
+from utils.metrics import psnr_per_frame
+from utils.plots import plot_run
+from utils.runtime import seed_for, setup_distributed
+
+KL_TYPES = {"cyclical": "Cyclical", "monotonic": "Monotonic", "none": "None",
+            "w/o": "None", "without": "None"}
+# Flags that define the network: a checkpoint's values win unless contradicted.
+MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation")
+# Flags that say where and how to run, never taken from a checkpoint.
+RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
+             "store_visualization", "explicit_flags")
+LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
+
+
+# --------------------------------------------------------------------------- flags
+def kl_type(value):
+    try:
+        return KL_TYPES[value.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown KL annealing type {value!r}; choose Cyclical, Monotonic or None") from None
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="Train the Lab 4 conditional VAE.", allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--DR", required=True, help="dataset root (train/, val/, test/ inside)")
+    data.add_argument("--save_root", required=True, help="folder for checkpoints, logs, plots")
+    data.add_argument("--num_workers", type=int, default=4,
+                      help="DataLoader workers (used with --data_cache none)")
+    data.add_argument("--data_cache", choices=["memory", "none"], default="memory",
+                      help="decode every PNG once into RAM (memory) or on every access (none)")
+    data.add_argument("--partial", type=float, default=1.0, help="fraction of training frames used")
+    data.add_argument("--train_vi_len", type=int, default=16, help="training clip length (frames)")
+    data.add_argument("--val_vi_len", type=int, default=630, help="validation video length")
+    data.add_argument("--frame_H", type=int, default=32, help="frame height")
+    data.add_argument("--frame_W", type=int, default=64, help="frame width")
+    data.add_argument("--fast_train", action="store_true",
+                      help="use --fast_partial of the data for the first --fast_train_epoch epochs")
+    data.add_argument("--fast_partial", type=float, default=0.4, help="data fraction in fast epochs")
+    data.add_argument("--fast_train_epoch", type=int, default=5, help="number of fast epochs")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--F_dim", type=int, default=128, help="frame feature channels")
+    model.add_argument("--L_dim", type=int, default=32, help="label (pose) feature channels")
+    model.add_argument("--N_dim", type=int, default=12, help="latent z channels")
+    model.add_argument("--D_out_dim", type=int, default=192, help="decoder fusion output channels")
+    model.add_argument("--output_activation", choices=["sigmoid", "clamp", "none"],
+                       default="sigmoid", help="maps the generator's output into [0, 1]")
+
+    optim = p.add_argument_group("optimisation")
+    optim.add_argument("--batch_size", type=int, default=2, help="clips per step (per process)")
+    optim.add_argument("--lr", type=float, default=0.001, help="initial learning rate")
+    optim.add_argument("--optim", choices=["Adam", "AdamW"], default="Adam", help="optimizer")
+    optim.add_argument("--lr_scheduler", choices=["cosine", "multistep", "constant"],
+                       default="cosine", help="per-epoch LR schedule; multistep is the "
+                       "template's MultiStepLR([2, 5], 0.1)")
+    optim.add_argument("--num_epoch", type=int, default=70, help="number of epochs")
+    optim.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clip")
+    optim.add_argument("--seed", type=int, default=0, help="random seed")
+    optim.add_argument("--device", default="auto",
+                       help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
+    optim.add_argument("--gpu", type=int, default=0, help="CUDA device index for --device cuda")
+    optim.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                       help="autocast precision (fp16 needs CUDA)")
+    optim.add_argument("--compile", action="store_true", help="torch.compile the networks")
+
+    tf = p.add_argument_group("teacher forcing")
+    tf.add_argument("--tfr", type=float, default=1.0, help="initial teacher-forcing ratio")
+    tf.add_argument("--tfr_sde", type=int, default=10, help="epoch where the ratio starts to decay")
+    tf.add_argument("--tfr_d_step", type=float, default=0.1, help="ratio decay per epoch")
+    tf.add_argument("--tf_mode", choices=["batch", "frame"], default="batch",
+                    help="draw teacher forcing once per batch or per frame (scheduled sampling)")
+    tf.add_argument("--detach_prev", action="store_true",
+                    help="stop gradients through the previous prediction")
+
+    kl = p.add_argument_group("KL annealing")
+    kl.add_argument("--kl_anneal_type", type=kl_type, default="Cyclical",
+                    help="Cyclical, Monotonic or None (beta = 1)")
+    kl.add_argument("--kl_anneal_cycle", type=int, default=10, help="cycles (Cyclical)")
+    kl.add_argument("--kl_anneal_ratio", type=float, default=1.0,
+                    help="fraction of a cycle spent rising")
+    kl.add_argument("--kl_reduction", choices=["sum", "mean"], default="sum",
+                    help="KL per frame summed over latent elements (template) or averaged")
+
+    out = p.add_argument_group("outputs")
+    out.add_argument("--per_save", type=int, default=3, help="write epoch=N.ckpt every N epochs")
+    out.add_argument("--ckpt_path", default=None, help="checkpoint to resume from (or test)")
+    out.add_argument("--test", action="store_true", help="only validate --ckpt_path once")
+    out.add_argument("--store_visualization", action="store_true",
+                     help="save a GIF of each validation (prediction | truth | label)")
+    return p
+
+
+def parse_args(argv=None, parser=None):
+    """Parse the command line and remember which flags were typed."""
+    parser = parser or get_args_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    dest_of = {option: a.dest for a in parser._actions for option in a.option_strings}
+    args.explicit_flags = sorted({dest_of[token.split("=")[0]] for token in argv
+                                  if token.split("=")[0] in dest_of})
+    return args
+
+
+def validate_args(args):
+    """Reject values that cannot work, naming the flag."""
+    positive = ("num_epoch", "batch_size", "train_vi_len", "val_vi_len", "frame_H", "frame_W",
+                "F_dim", "L_dim", "N_dim", "D_out_dim", "per_save", "kl_anneal_cycle")
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}.")
+    if args.train_vi_len < 2 or args.val_vi_len < 2:
+        raise UserError("--train_vi_len and --val_vi_len need at least 2 frames.")
+    for name in ("tfr", "tfr_d_step"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UserError(f"--{name} must lie in [0, 1], got {getattr(args, name)}.")
+    for name in ("partial", "fast_partial"):
+        if not 0.0 < getattr(args, name) <= 1.0:
+            raise UserError(f"--{name} must lie in (0, 1], got {getattr(args, name)}.")
+    if args.kl_anneal_ratio <= 0:
+        raise UserError(f"--kl_anneal_ratio must be > 0, got {args.kl_anneal_ratio}.")
+    if args.lr <= 0 or args.grad_clip <= 0:
+        raise UserError("--lr and --grad_clip must be > 0.")
+    if args.num_workers < 0 or args.fast_train_epoch < 0 or args.tfr_sde < 0:
+        raise UserError("--num_workers, --fast_train_epoch and --tfr_sde must be >= 0.")
+
+
+def merge_checkpoint_args(args, saved, overridable=()):
+    """Take the checkpoint's settings for every flag the user did not type.
+
+    A typed model flag that contradicts the checkpoint is an error naming it;
+    typed flags in ``overridable`` (a resumed run's recipe) win.
+    """
+    typed = set(getattr(args, "explicit_flags", []))
+    conflicts = [f"--{k} {getattr(args, k)} (checkpoint: {saved[k]})" for k in MODEL_FLAGS
+                 if k in typed and k in saved and getattr(args, k) != saved[k]]
+    if conflicts:
+        raise UserError("flags contradict the checkpoint: " + ", ".join(conflicts)
+                        + ". Drop them: the checkpoint's values are used.")
+    for key, value in saved.items():
+        if hasattr(args, key) and key not in RUN_FLAGS and not (
+                key in typed and key in overridable):
+            setattr(args, key, kl_type(value) if key == "kl_anneal_type" else value)
+    return args
+
+
+# --------------------------------------------------------------------------- schedules
+class kl_annealing:
+    """Beta of the KL term per epoch (Fu et al. 2019, cyclical annealing).
+
+    ``kl_annealing(args, current_epoch=k).get_beta()`` is what an
+    uninterrupted run uses at epoch k.
+    """
+
+    def __init__(self, args, current_epoch=0):
+        self.type, self.epoch = args.kl_anneal_type, current_epoch
+        cycles = {"Cyclical": args.kl_anneal_cycle, "Monotonic": 1}.get(self.type)
+        self.betas = None if cycles is None else self.frange_cycle_linear(
+            args.num_epoch, 0.0, 1.0, cycles, args.kl_anneal_ratio)
+
+    def update(self):
+        self.epoch += 1
+
+    def get_beta(self):
+        if self.betas is None:
+            return 1.0
+        return self.betas[min(self.epoch, len(self.betas) - 1)]
+
+    @staticmethod
+    def frange_cycle_linear(n_iter, start=0.0, stop=1.0, n_cycle=1, ratio=1):
+        """Each of n_cycle periods rises linearly from start by
+        (stop - start) / (period * ratio) per step while <= stop, then holds stop."""
+        betas = [stop] * n_iter
+        period = n_iter / n_cycle
+        step = (stop - start) / (period * ratio)
+        for cycle in range(n_cycle):
+            i = 0
+            while start + i * step <= stop + 1e-9 and int(i + cycle * period) < n_iter:
+                betas[int(i + cycle * period)] = min(start + i * step, stop)
+                i += 1
+        return betas
+
+
+def teacher_forcing_ratio(args, epoch):
+    """tfr until epoch tfr_sde, then tfr_d_step less per epoch, never below 0."""
+    return max(0.0, args.tfr - args.tfr_d_step * max(0, epoch - args.tfr_sde))
+
+
+def lr_factor(args, epoch):
+    """Multiplier of --lr at an epoch."""
+    if args.lr_scheduler == "multistep":
+        return 0.1 ** sum(epoch >= milestone for milestone in (2, 5))
+    if args.lr_scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, args.num_epoch) / args.num_epoch))
+    return 1.0
+
+
+def kl_divergence(mu, logvar, reduction="sum"):
+    """Analytic KL(N(mu, exp(logvar)) || N(0, I)) per frame, averaged over frames.
+
+    mu, logvar: (N, C, H, W), N frames. 'sum' adds the C*H*W elements of a
+    frame (the template's normalisation), 'mean' averages them.
+    """
+    per_element = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+    per_frame = per_element.flatten(1).sum(1) if reduction == "sum" else per_element.flatten(1).mean(1)
+    return per_frame.mean()
+
+
+# --------------------------------------------------------------------------- model
+class VAE_Model(nn.Module):
+    """The five networks plus what trains them (the template's shape)."""
+
+    def __init__(self, args, dist=None):
+        super().__init__()
+        self.args = args
+        self.frame_transformation = RGB_Encoder(3, args.F_dim)
+        self.label_transformation = Label_Encoder(3, args.L_dim)
+        self.Gaussian_Predictor = Gaussian_Predictor(args.F_dim + args.L_dim, args.N_dim)
+        self.Decoder_Fusion = Decoder_Fusion(args.F_dim + args.L_dim + args.N_dim, args.D_out_dim)
+        self.Generator = Generator(input_nc=args.D_out_dim, output_nc=3)
+
+        optimizer = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
+        self.optim = optimizer(self.parameters(), lr=args.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optim, lambda epoch: lr_factor(args, epoch))
+        self.scaler = torch.amp.GradScaler(enabled=args.amp == "fp16")
+        self.dist = dist
+        self.current_epoch, self.global_step = 0, 0
+        self.best_val_psnr = -math.inf
+        self.kl_annealing = kl_annealing(args, current_epoch=0)
+        self.tfr = teacher_forcing_ratio(args, 0)
+        self.stop_signal = None
+        # The network DDP synchronises; kept out of the module tree so the
+        # state_dict stays the template's.
+        object.__setattr__(self, "engine", self)
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.args.amp)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    # One path for a frame: every prediction (training, validation, test) uses it.
+    def squash(self, x):
+        if self.args.output_activation == "sigmoid":
+            return torch.sigmoid(x)
+        if self.args.output_activation == "clamp":
+            return x.clamp(0.0, 1.0)
+        return x
+
+    def decode(self, prev_feature, label_feature, z):
+        """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t)))."""
+        return self.squash(self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z)))
+
+    def posterior(self, frame_feature, label_feature, noise=None):
+        """q(z_t | x_t, p_t): returns z, mu, logvar with logvar clamped for safety."""
+        stats = nn.Sequential.forward(self.Gaussian_Predictor,
+                                      torch.cat([frame_feature, label_feature], dim=1))
+        mu, logvar = stats.float().chunk(2, dim=1)
+        logvar = logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
+        noise = torch.randn_like(mu) if noise is None else noise
+        return mu + noise * torch.exp(0.5 * logvar), mu, logvar
+
+    @staticmethod
+    def encode_clip(net, clip):
+        """Run a per-frame network over (B, T, C, H, W) as one batch of B*T frames."""
+        out = net(clip.flatten(0, 1))
+        return out.unflatten(0, clip.shape[:2])
+
+    def forward(self, img, label, teacher_forcing, beta, noise=None):
+        """Loss of one clip. img, label: (B, T, 3, H, W); teacher_forcing: a bool
+        or one bool per predicted frame; noise: optional eps (B, T-1, N_dim, H, W).
+
+        Frames x_2..x_T are predicted. The ground-truth frames are encoded once:
+        enc(x_t) feeds the posterior at t and, under teacher forcing, the
+        decoder at t+1. Only the decoder is sequential, and only when a frame
+        is predicted from the model's own previous prediction.
+        """
+        B, T = img.shape[:2]
+        steps = T - 1
+        forcing = [bool(teacher_forcing)] * steps if isinstance(teacher_forcing, bool) \
+            else list(teacher_forcing)
+        frame_feat = self.encode_clip(self.frame_transformation, img)        # (B, T, F, H, W)
+        label_feat = self.encode_clip(self.label_transformation, label[:, 1:])  # (B, T-1, L, H, W)
+        z, mu, logvar = self.posterior(
+            frame_feat[:, 1:].flatten(0, 1), label_feat.flatten(0, 1),
+            None if noise is None else noise.flatten(0, 1))                 # (B*(T-1), N, H, W)
+        z = z.to(label_feat.dtype).unflatten(0, (B, steps))
+
+        if all(forcing):
+            pred = self.decode(frame_feat[:, :-1].flatten(0, 1), label_feat.flatten(0, 1),
+                               z.flatten(0, 1)).unflatten(0, (B, steps))
+        else:
+            frames, prev = [], None
+            for t in range(steps):
+                if forcing[t] or prev is None:
+                    prev_feat = frame_feat[:, t]
+                else:
+                    prev_feat = self.frame_transformation(
+                        prev.detach() if self.args.detach_prev else prev)
+                prev = self.decode(prev_feat, label_feat[:, t], z[:, t])
+                frames.append(prev)
+            pred = torch.stack(frames, dim=1)                                # (B, T-1, 3, H, W)
+
+        mse = F.mse_loss(pred.float(), img[:, 1:].float())
+        kl = kl_divergence(mu, logvar, self.args.kl_reduction)
+        return mse + beta * kl, mse.detach(), kl.detach()
+
+    @torch.no_grad()
+    def rollout(self, first_frame, labels, generator=None, prior="sample", chunk=64,
+                progress=False):
+        """Autoregressive prediction from the prior: first_frame (B, 3, H, W),
+        labels (B, T, 3, H, W) -> frames (B, T, 3, H, W), frames[:, 0] = first_frame.
+
+        Labels are encoded ``chunk`` time steps at a time (bounded memory).
+        """
+        B, T = labels.shape[:2]
+        out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
+        out[:, 0] = first_frame
+        prev = first_frame
+        z_shape = (B, self.args.N_dim, *first_frame.shape[-2:])
+        steps = tqdm(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
+        with self.autocast():
+            for t in steps:
+                if (t - 1) % chunk == 0:
+                    label_feat = self.encode_clip(self.label_transformation, labels[:, t:t + chunk])
+                z = (torch.zeros(z_shape, device=out.device) if prior == "zero" else
+                     torch.randn(z_shape, device=out.device, generator=generator))
+                prev = self.decode(self.frame_transformation(prev),
+                                   label_feat[:, (t - 1) % chunk], z.to(label_feat.dtype))
+                out[:, t] = prev.float()
+        return out
+
+    # ----------------------------------------------------------------------- training
+    def training_one_step(self, img, label, adapt_TeacherForcing):
+        """One optimizer step on a clip; returns (loss, mse, kl, grad_norm) floats."""
+        beta = self.kl_annealing.get_beta()
+        with self.autocast():
+            loss, mse, kl = self.engine(img, label, adapt_TeacherForcing, beta)
+        self.optim.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optim)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.args.grad_clip)
+        values = torch.stack([loss.detach().float(), mse.float(), kl.float(),
+                              grad_norm.float()]).tolist()
+        if not all(math.isfinite(v) for v in values[:3]) or (
+                not math.isfinite(values[3]) and self.args.amp != "fp16"):
+            raise UserError(
+                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
+                f"(loss {values[0]}, MSE {values[1]}, KL {values[2]}, grad norm {values[3]}). "
+                "Stopped before the update; the last good checkpoint is intact. "
+                "Try a lower --lr, --amp off, or --kl_reduction mean.")
+        self.scaler.step(self.optim)
+        self.scaler.update()
+        self.global_step += 1
+        return values
+
+    @torch.no_grad()
+    def val_one_step(self, img, label, generator=None):
+        """Roll out a validation video (B, T, 3, H, W) from its first frame.
+
+        Returns the MSE loss and the PSNR of each predicted frame (T-1,),
+        averaged over the batch after the log (correct for any batch size).
+        """
+        pred = self.rollout(img[:, 0], label, generator=generator)
+        loss = F.mse_loss(pred[:, 1:], img[:, 1:]).item()
+        return loss, psnr_per_frame(pred[:, 1:], img[:, 1:]).mean(0).cpu(), pred
+
+    def train_dataloader(self, dataset, epoch):
+        """Shuffled clips of one epoch; --fast_train uses the first fast_partial share."""
+        args = self.args
+        if args.fast_train and epoch < args.fast_train_epoch:
+            clips = int(len(dataset.frame_files) * args.fast_partial) // args.train_vi_len
+            dataset = Subset(dataset, range(min(max(clips, 1), len(dataset))))
+        if self.dist is not None and self.dist.enabled:
+            sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size,
+                                         rank=self.dist.rank, shuffle=True, seed=args.seed)
+            sampler.set_epoch(epoch)
+            shuffle, generator = False, None
+        else:
+            sampler, shuffle = None, True
+            generator = torch.Generator().manual_seed(seed_for(args.seed, epoch))
+        workers = 0 if args.data_cache == "memory" else args.num_workers
+        return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
+                          generator=generator, num_workers=workers, drop_last=True,
+                          pin_memory=self.device.type == "cuda")
+
+    def teacher_forcing_draws(self, rng, steps):
+        if self.args.tf_mode == "frame":
+            return [rng.random() < self.tfr for _ in range(steps)]
+        return rng.random() < self.tfr
+
+    def train_one_epoch(self, dataset, epoch):
+        args, rank = self.args, 0 if self.dist is None else self.dist.rank
+        torch.manual_seed(seed_for(args.seed, epoch, rank))
+        # The same teacher-forcing stream on every rank keeps DDP ranks in step.
+        tf_rng = random.Random(seed_for(args.seed, epoch))
+        loader = self.train_dataloader(dataset, epoch)
+        self.train()
+        totals, tf_on, batches = [0.0, 0.0, 0.0], 0.0, 0
+        bar = tqdm(loader, desc=f"train {epoch}", disable=not self.is_main, leave=False)
+        for img, label in bar:
+            img = img.to(self.device, non_blocking=True)
+            label = label.to(self.device, non_blocking=True)
+            forcing = self.teacher_forcing_draws(tf_rng, img.shape[1] - 1)
+            loss, mse, kl, _ = self.training_one_step(img, label, forcing)
+            totals = [a + b for a, b in zip(totals, (loss, mse, kl))]
+            tf_on += forcing if isinstance(forcing, bool) else sum(forcing) / len(forcing)
+            batches += 1
+            bar.set_postfix(loss=f"{loss:.4f}", mse=f"{mse:.4f}", kl=f"{kl:.3g}",
+                            beta=f"{self.kl_annealing.get_beta():.2f}", tf=f"{self.tfr:.2f}",
+                            lr=f"{self.optim.param_groups[0]['lr']:.2e}")
+            if self.stop_requested():
+                return None
+        means = [v / max(batches, 1) for v in (*totals, tf_on)]
+        if self.dist is not None:
+            means = self.dist.mean(means)
+        return dict(zip(("train_loss", "train_mse", "train_kl", "tf_on_frac"), means))
+
+    @property
+    def is_main(self):
+        return self.dist is None or self.dist.is_main
+
+    def stop_requested(self):
+        """True once SIGINT/SIGTERM arrived on any rank."""
+        flag = self.stop_signal is not None
+        if self.dist is not None and self.dist.enabled:
+            flag = self.dist.mean([float(flag)])[0] > 0
+        return flag
+
+    def validate(self, dataset):
+        """Validation in eval mode with the same z every epoch (comparable PSNR)."""
+        self.eval()
+        generator = torch.Generator(self.device).manual_seed(self.args.seed)
+        losses, psnrs, preds = [], [], []
+        for index in range(len(dataset)):
+            img, label = (x[None].to(self.device) for x in dataset[index])
+            loss, psnr, pred = self.val_one_step(img, label, generator)
+            losses.append(loss)
+            psnrs.append(psnr)
+            preds.append((pred[0], img[0], label[0]))
+        self.train()
+        return sum(losses) / len(losses), torch.stack(psnrs).mean(0), preds[0]
+
+    def training_stage(self, train_set, val_set):
+        args, save_root = self.args, Path(self.args.save_root)
+        for epoch in range(self.current_epoch, args.num_epoch):
+            started = time.time()
+            self.current_epoch = epoch
+            self.kl_annealing = kl_annealing(args, current_epoch=epoch)
+            self.tfr = teacher_forcing_ratio(args, epoch)
+            lr = self.optim.param_groups[0]["lr"]
+            train = self.train_one_epoch(train_set, epoch)
+            if train is None:
+                self.save_interrupted()
+            self.scheduler.step()
+            if self.is_main:
+                val_loss, frame_psnr, (pred, truth, labels) = self.validate(val_set)
+                val_psnr = frame_psnr.mean().item()
+                improved = val_psnr > self.best_val_psnr
+                self.best_val_psnr = max(self.best_val_psnr, val_psnr)
+                runlog.write_frame_psnr(save_root, epoch, frame_psnr.tolist())
+                runlog.append_metrics(save_root, dict(
+                    epoch=epoch, lr=lr, tfr=self.tfr, beta=self.kl_annealing.get_beta(), **train,
+                    val_loss=val_loss, val_psnr=val_psnr, best_val_psnr=self.best_val_psnr,
+                    epoch_seconds=round(time.time() - started, 2)))
+                self.save_epoch(improved)
+                plot_run(save_root)
+                if args.store_visualization:
+                    save_comparison_gif(save_root / "visualization" / f"val_epoch{epoch}.gif",
+                                        [pred, truth, labels])
+                tqdm.write(f"epoch {epoch}: loss {train['train_loss']:.5f} (MSE "
+                           f"{train['train_mse']:.5f}, KL {train['train_kl']:.4g}, beta "
+                           f"{self.kl_annealing.get_beta():.2f}), tfr {self.tfr:.2f}, lr {lr:.2e}"
+                           f" | val PSNR {val_psnr:.2f} dB (best {self.best_val_psnr:.2f})")
+            if self.dist is not None:
+                self.dist.barrier()
+
+    # ----------------------------------------------------------------------- checkpoints
+    def checkpoint(self, last_epoch):
+        return {
+            "format_version": FORMAT_VERSION,
+            "state_dict": self.state_dict(),
+            "optimizer": self.optim.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lr": self.optim.param_groups[0]["lr"],
+            "tfr": self.tfr,
+            "last_epoch": last_epoch,
+            "global_step": self.global_step,
+            "best_val_psnr": self.best_val_psnr,
+            "args": plain_args(self.args),
+        }
+
+    def save(self, path, last_epoch=None):
+        atomic_save(self.checkpoint(self.current_epoch if last_epoch is None else last_epoch), path)
+
+    def save_epoch(self, improved):
+        save_root = Path(self.args.save_root)
+        self.save(save_root / "last.ckpt")
+        if improved:
+            self.save(save_root / "best.ckpt")
+        if self.current_epoch % self.args.per_save == 0:
+            self.save(save_root / f"epoch={self.current_epoch}.ckpt")
+
+    def save_interrupted(self):
+        """Keep the partial epoch's weights; a resume redoes this epoch."""
+        path = Path(self.args.save_root) / "last.ckpt"
+        if self.is_main:
+            self.save(path, last_epoch=self.current_epoch - 1)
+            print(f"\nstopped by {self.stop_signal} in epoch {self.current_epoch}; saved '{path}'.\n"
+                  f"resume with: python Trainer.py --DR {self.args.DR} --save_root "
+                  f"{self.args.save_root} --ckpt_path {path}", file=sys.stderr)
+        raise SystemExit(130 if self.stop_signal == "SIGINT" else 143)
+
+    def load_checkpoint(self, ckpt, source):
+        """Load weights, and for this project's checkpoints the whole training state."""
+        check_dims(ckpt["state_dict"], self.args, source)
+        self.load_state_dict(ckpt["state_dict"])
+        if is_template_checkpoint(ckpt):
+            print(f"note: '{source}' is a course-template checkpoint: weights loaded; it holds "
+                  "no optimizer state, so the optimizer starts fresh.", file=sys.stderr)
+            self.current_epoch = int(ckpt.get("last_epoch", -1)) + 1
+            return
+        self.optim.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.current_epoch = int(ckpt["last_epoch"]) + 1
+        # The LR is a function of the epoch: recompute it, since --lr or
+        # --num_epoch may differ from the run that wrote the checkpoint.
+        self.scheduler.base_lrs = [self.args.lr] * len(self.optim.param_groups)
+        for group in self.optim.param_groups:
+            group["lr"] = self.args.lr * lr_factor(self.args, self.current_epoch)
+        self.global_step = int(ckpt.get("global_step", 0))
+        self.best_val_psnr = float(ckpt.get("best_val_psnr", -math.inf))
+
+
+# --------------------------------------------------------------------------- main
+def prepare_save_root(path):
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"--save_root '{path}' is not writable ({error.strerror}); "
+                        "choose a folder you can write to.") from None
+    return path
+
+
+def build_model(args, dist=None, ckpt=None, source=None):
+    torch.manual_seed(args.seed)
+    model = VAE_Model(args, dist).to(dist.device if dist else "cpu")
+    if ckpt is not None:
+        model.load_checkpoint(ckpt, source)
+    if args.compile:
+        for name in ("frame_transformation", "label_transformation", "Gaussian_Predictor",
+                     "Decoder_Fusion", "Generator"):
+            getattr(model, name).compile()
+    if dist is not None and dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+        object.__setattr__(model, "engine", DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None))
+    return model
+
+
+def install_stop_handlers(model):
+    def request_stop(signum, frame):
+        if model.stop_signal is not None:   # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        model.stop_signal = signal.Signals(signum).name
+        tqdm.write(f"{model.stop_signal} received: saving after this step...")
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
+@exit_on_user_error
+def main(args):
+    validate_args(args)
+    ckpt = load_checkpoint(args.ckpt_path) if args.ckpt_path else None
+    if ckpt is not None and isinstance(ckpt.get("args"), dict):
+        merge_checkpoint_args(args, ckpt["args"], overridable=set(vars(args)) - set(MODEL_FLAGS))
+        validate_args(args)
+    dist = setup_distributed(args.device, args.gpu)
+    try:
+        save_root = prepare_save_root(args.save_root) if dist.is_main else Path(args.save_root)
+        frame_size = (args.frame_H, args.frame_W)
+        cache = args.data_cache == "memory"
+        val_set = Dataset_Dance(args.DR, None, "val", args.val_vi_len, 1.0,
+                                frame_size=frame_size, cache=cache)
+        model = build_model(args, dist, ckpt, args.ckpt_path)
+        if args.test:
+            if ckpt is None:
+                raise UserError("--test needs --ckpt_path: the checkpoint to validate.")
+            val_loss, frame_psnr, _ = model.validate(val_set)
+            print(f"val loss {val_loss:.6f}, val PSNR {frame_psnr.mean():.3f} dB "
+                  f"over {len(frame_psnr)} frames")
+            return frame_psnr
+        train_set = Dataset_Dance(args.DR, None, "train", args.train_vi_len, args.partial,
+                                  frame_size=frame_size, cache=cache)
+        if dist.is_main:
+            runlog.write_args(save_root, plain_args(args))
+            runlog.truncate_metrics(save_root, model.current_epoch - 1)
+            print(f"training on {dist.device} x{dist.world_size}: {len(train_set)} clips of "
+                  f"{args.train_vi_len} frames, epochs {model.current_epoch}..{args.num_epoch - 1}")
+        install_stop_handlers(model)
+        model.training_stage(train_set, val_set)
+        if dist.is_main:
+            print(f"done: best val PSNR {model.best_val_psnr:.2f} dB; checkpoints in '{save_root}'")
+        return model
+    finally:
+        dist.close()
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,191 @@
+"""Files -> tensors: the Lab 4 dance dataset (train/val clips and test sequences).
+
+Layout (see README):
+    <DR>/train/train_img/frame<N>.png   <DR>/train/train_label/frame<N>.png
+    <DR>/val/val_img/frame<N>.png       <DR>/val/val_label/frame<N>.png
+    <DR>/test/test_img/<i>/frame0.png   <DR>/test/test_label/<i>/frame<N>.png
+
+Frames are ordered by the integer in their name (frame2 before frame10); a label
+has its frame's file name in the sibling ``*_label`` folder. Images of any size
+or mode are converted to RGB, resized to (frame_H, frame_W) and scaled to [0, 1].
+
+By default each split is decoded once into a uint8 tensor held in memory (the
+full real training set at 32x64 is about 290 MB), so no epoch decodes a PNG.
+``cache=False`` reads the PNGs on every access instead, for sets too big for RAM.
+"""
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from utils.errors import UserError
+
+LAYOUT = """expected layout:
+    <DR>/train/train_img/frame<N>.png   <DR>/train/train_label/frame<N>.png
+    <DR>/val/val_img/frame<N>.png       <DR>/val/val_label/frame<N>.png
+    <DR>/test/test_img/<i>/frame0.png   <DR>/test/test_label/<i>/frame<N>.png"""
+
+_LAST_INTEGER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def frame_index(path):
+    """The integer in a file name (frame12.png -> 12), used for ordering."""
+    match = _LAST_INTEGER.search(Path(path).stem)
+    return int(match.group(1)) if match else -1
+
+
+def list_images(folder):
+    """The PNGs of a folder, ordered by the integer in their names."""
+    return sorted(Path(folder).glob("*.png"), key=lambda p: (frame_index(p), p.name))
+
+
+def require_dir(path, what):
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{what} not found: '{path}'.\n{LAYOUT}")
+    return path
+
+
+def read_image(path, size):
+    """One image file -> uint8 tensor (3, H, W) at size (H, W), any input mode."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                # Pose images have a white background; keep it white where transparent.
+                rgba = image.convert("RGBA")
+                image = Image.new("RGB", rgba.size, (255, 255, 255))
+                image.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                image = image.convert("RGB")
+            if image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise UserError(f"cannot read image '{path}' ({error}); "
+                        "re-download or regenerate this file.") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def read_images(paths, size, workers=4):
+    """Many image files -> uint8 tensor (N, 3, H, W), decoded by a thread pool."""
+    out = torch.empty(len(paths), 3, *size, dtype=torch.uint8)
+
+    def decode(i):
+        out[i] = read_image(paths[i], size)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(decode, range(len(paths))))
+    return out
+
+
+def to_unit_float(images):
+    """uint8 (..., 3, H, W) -> float32 in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def paired_files(img_dir, label_dir):
+    """The (frame, label) file pairs of a split, in frame order."""
+    frames = list_images(img_dir)
+    if not frames:
+        raise UserError(f"no frames (*.png) in '{img_dir}': the split is empty.\n{LAYOUT}")
+    labels = [Path(label_dir) / f.name for f in frames]
+    for frame, label in zip(frames, labels):
+        if not label.is_file():
+            raise UserError(f"frame '{frame}' has no label: '{label}' is missing. "
+                            "Every frame needs a pose image of the same name.")
+    return frames, labels
+
+
+class Dataset_Dance(Dataset):
+    """Non-overlapping clips of a split: item k is (frames, labels), each
+    (video_len, 3, H, W) in [0, 1], starting at frame k * video_len.
+
+    ``transform`` (optional) maps a PIL image to a tensor, as in the template;
+    when it is None, images are resized to ``frame_size`` and cached as uint8.
+    """
+
+    def __init__(self, root, transform=None, mode="train", video_len=7, partial=1.0,
+                 *, frame_size=(32, 64), cache=True, workers=4):
+        if mode not in ("train", "val"):
+            raise ValueError(f"mode must be 'train' or 'val', not {mode!r}")
+        root = require_dir(root, "dataset root (--DR)")
+        split = require_dir(root / mode, f"'{mode}' split folder")
+        self.frame_files, self.label_files = paired_files(
+            require_dir(split / f"{mode}_img", f"'{mode}' frame folder"),
+            require_dir(split / f"{mode}_label", f"'{mode}' label folder"))
+        self.transform, self.video_len, self.frame_size = transform, video_len, tuple(frame_size)
+        self.num_clips = int(len(self.frame_files) * partial) // video_len
+        if self.num_clips == 0:
+            raise UserError(f"'{split}' has {len(self.frame_files)} frames: not enough for one "
+                            f"clip of {video_len} frames at partial={partial}.")
+        used = self.num_clips * video_len
+        self.frames = self.labels = None
+        if cache and transform is None:
+            self.frames = read_images(self.frame_files[:used], self.frame_size, workers)
+            self.labels = read_images(self.label_files[:used], self.frame_size, workers)
+
+    def __len__(self):
+        return self.num_clips
+
+    def _load(self, files, cached, start):
+        window = slice(start, start + self.video_len)
+        if cached is not None:
+            return to_unit_float(cached[window])
+        if self.transform is not None:
+            images = []
+            for path in files[window]:
+                with Image.open(path) as image:
+                    images.append(self.transform(image.convert("RGB")))
+            return torch.stack(images)
+        return to_unit_float(torch.stack([read_image(p, self.frame_size) for p in files[window]]))
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.num_clips:
+            raise IndexError(index)
+        start = index * self.video_len
+        return (self._load(self.frame_files, self.frames, start),
+                self._load(self.label_files, self.labels, start))
+
+
+class DanceTestSequences(Dataset):
+    """The test split: every sequence folder under <DR>/test/test_img/.
+
+    Item i is (first frame (1, 3, H, W), labels (L, 3, H, W)) in [0, 1].
+    ``names`` holds the folder names, ordered by their integer.
+    """
+
+    def __init__(self, root, frame_size=(32, 64), workers=4):
+        root = require_dir(root, "dataset root (--DR)")
+        img_root = require_dir(root / "test" / "test_img", "test frame folder")
+        label_root = require_dir(root / "test" / "test_label", "test label folder")
+        folders = sorted((p for p in img_root.iterdir() if p.is_dir()),
+                         key=lambda p: (frame_index(p), p.name))
+        if not folders:
+            raise UserError(f"no test sequences (sub-folders) in '{img_root}'.\n{LAYOUT}")
+        self.names = [p.name for p in folders]
+        self.frame_size, self.workers = tuple(frame_size), workers
+        self.first_frame_files, self.label_files = [], []
+        for folder in folders:
+            first = list_images(folder)
+            if not first:
+                raise UserError(f"test sequence '{folder.name}' has no first frame: "
+                                f"'{folder / 'frame0.png'}' is missing.")
+            labels = list_images(label_root / folder.name)
+            if not labels:
+                raise UserError(f"test sequence '{folder.name}' has no labels in "
+                                f"'{label_root / folder.name}'.\n{LAYOUT}")
+            self.first_frame_files.append(first[0])
+            self.label_files.append(labels)
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index):
+        first = read_image(self.first_frame_files[index], self.frame_size)[None]
+        labels = read_images(self.label_files[index], self.frame_size, self.workers)
+        return to_unit_float(first), to_unit_float(labels)

@@ -1,0 +1,219 @@
+"""Tests for tools/synthetic_dance.py: layout, determinism, look, motion, CLI, caching."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools import synthetic_dance as sd
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tools" / "synthetic_dance.py"
+TINY = dict(train_frames=40, val_frames=12, test_sequences=2, test_frames=10, size=(64, 32))
+
+
+def _generate(out, **overrides):
+    kwargs = {**TINY, "workers": 1, **overrides}
+    messages = []
+    sd.generate_dataset(out, log=messages.append, **kwargs)
+    return messages
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img, dtype=np.int16)
+
+
+def _names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def _frames(n: int) -> set[str]:
+    return {f"frame{k}.png" for k in range(n)}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "data"
+    _generate(out)
+    return out
+
+
+def test_layout_and_counts(dataset):
+    assert _names(dataset) == {"train", "val", "test", "test_gt", "synthetic_dance.json"}
+    assert _names(dataset / "train") == {"train_img", "train_label"}
+    assert _names(dataset / "val") == {"val_img", "val_label"}
+    assert _names(dataset / "test") == {"test_img", "test_label"}
+    for split, n in (("train", 40), ("val", 12)):
+        assert _names(dataset / split / f"{split}_img") == _frames(n)
+        assert _names(dataset / split / f"{split}_label") == _frames(n)
+    for parent in ("test/test_img", "test/test_label", "test_gt"):
+        assert _names(dataset / parent) == {"0", "1"}
+    for i in ("0", "1"):
+        assert _names(dataset / "test/test_img" / i) == {"frame0.png"}
+        assert _names(dataset / "test/test_label" / i) == _frames(10)
+        assert _names(dataset / "test_gt" / i) == _frames(10)
+
+
+def test_every_frame_has_a_label_and_all_pngs_are_rgb_of_the_requested_size(dataset):
+    pngs = list(dataset.rglob("*.png"))
+    assert len(pngs) == 2 * 40 + 2 * 12 + 2 * (1 + 10 + 10)
+    for path in pngs:
+        with Image.open(path) as img:
+            assert (img.format, img.mode, img.size) == ("PNG", "RGB", (64, 32)), path
+    for img_dir, label_dir in (("train/train_img", "train/train_label"),
+                               ("val/val_img", "val/val_label"),
+                               ("test_gt/1", "test/test_label/1")):
+        assert _names(dataset / img_dir) == _names(dataset / label_dir)
+
+
+def test_same_arguments_give_identical_bytes_for_any_worker_count(dataset, tmp_path):
+    _generate(tmp_path / "again", workers=2)
+    assert _hashes(tmp_path / "again") == _hashes(dataset)
+
+
+def test_different_seed_gives_different_frames(dataset, tmp_path):
+    _generate(tmp_path / "other", seed=1)
+    for name in ("train/train_img/frame5.png", "val/val_label/frame3.png", "test_gt/0/frame0.png"):
+        assert not np.array_equal(_pixels(dataset / name), _pixels(tmp_path / "other" / name))
+
+
+def test_labels_are_coloured_skeletons_on_white_and_frames_are_not_white(dataset):
+    for k in range(0, 40, 7):
+        label = _pixels(dataset / f"train/train_label/frame{k}.png")
+        frame = _pixels(dataset / f"train/train_img/frame{k}.png")
+        white = (label >= 250).all(axis=-1)
+        saturated = label.max(axis=-1) - label.min(axis=-1) > 150
+        assert 0.7 < white.mean() < 0.98
+        assert saturated.sum() >= 30
+        hues = {tuple(c) for c in (label[saturated] // 128)}
+        assert len(hues) >= 4, "limbs should use several distinct palette colours"
+        assert (frame >= 250).all(axis=-1).mean() < 0.01
+
+
+def test_skeleton_lies_on_the_drawn_dancer(dataset):
+    studio = np.asarray(sd.render_frame(np.full((len(sd.P), 2), -1e4), sd.Stage(64, 32)),
+                        dtype=np.int16)
+    for k in range(0, 40, 5):
+        frame = _pixels(dataset / f"train/train_img/frame{k}.png")
+        label = _pixels(dataset / f"train/train_label/frame{k}.png")
+        person = np.abs(frame - studio).sum(axis=-1) > 24
+        # Allow one pixel of slack: the two images are anti-aliased independently.
+        near_person = person.copy()
+        near_person[1:] |= person[:-1]
+        near_person[:-1] |= person[1:]
+        near_person[:, 1:] |= person[:, :-1]
+        near_person[:, :-1] |= person[:, 1:]
+        skeleton = (label < 160).any(axis=-1)
+        assert skeleton.sum() > 20
+        assert near_person[skeleton].mean() > 0.97
+
+
+def test_motion_is_smooth(dataset):
+    frames = [_pixels(dataset / f"train/train_img/frame{k}.png") for k in range(40)]
+    near = np.mean([np.abs(frames[k + 1] - frames[k]).mean() for k in range(39)])
+    far = np.mean([np.abs(frames[k + 20] - frames[k]).mean() for k in range(20)])
+    assert near < 0.3 * far
+
+
+def test_keypoints_stay_inside_the_frame_and_move_a_few_pixels_per_frame():
+    stage = sd.Stage(128, 64)
+    points = sd.pose_points(sd.dance_dofs(3000, np.random.default_rng(7)), stage)
+    assert points.shape == (3000, len(sd.P), 2)
+    assert (points[..., 0] > 0).all() and (points[..., 0] < 128).all()
+    assert (points[..., 1] > 0).all() and (points[..., 1] < 64).all()
+    height = points[..., 1].max(axis=1) - points[..., 1].min(axis=1)
+    assert 0.6 * 64 < np.median(height) < 0.9 * 64
+    step = np.abs(np.diff(points, axis=0)).max(axis=(1, 2))
+    assert np.percentile(step, 99) < 5 and step.max() < 10
+
+
+def test_splits_use_different_motions(dataset):
+    candidates = [dataset / "train/train_img/frame4.png", dataset / "val/val_img/frame4.png",
+                  dataset / "test_gt/0/frame4.png", dataset / "test_gt/1/frame4.png"]
+    images = [_pixels(p) for p in candidates]
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            assert np.abs(images[i] - images[j]).mean() > 0.5, (candidates[i], candidates[j])
+
+
+def test_test_img_frame0_is_the_first_ground_truth_frame(dataset):
+    for i in ("0", "1"):
+        first = (dataset / "test/test_img" / i / "frame0.png").read_bytes()
+        assert first == (dataset / "test_gt" / i / "frame0.png").read_bytes()
+
+
+def test_complete_dataset_is_not_regenerated(dataset):
+    probe = dataset / "train/train_img/frame3.png"
+    before = probe.stat().st_mtime_ns
+    messages = _generate(dataset)
+    assert probe.stat().st_mtime_ns == before
+    assert any("skipping" in m for m in messages)
+
+
+def test_regeneration_with_smaller_counts_leaves_no_stale_files(tmp_path):
+    out = tmp_path / "data"
+    _generate(out)
+    messages = _generate(out, train_frames=5, test_sequences=1, test_frames=3)
+    assert not any("skipping" in m for m in messages)
+    assert _names(out / "train/train_img") == _frames(5)
+    assert _names(out / "test_gt") == {"0"}
+    assert _names(out / "test/test_label/0") == _frames(3)
+
+
+def test_invalid_arguments_raise():
+    with pytest.raises(ValueError):
+        sd.generate_dataset("unused", train_frames=0)
+    with pytest.raises(ValueError):
+        sd.generate_dataset("unused", size=(10, 5))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_generates_dataset_preview_and_then_skips(tmp_path):
+    args = ["--out", str(tmp_path / "data"), "--train_frames", "16", "--val_frames", "8",
+            "--test_sequences", "1", "--test_frames", "8", "--size", "32x16", "--workers", "2",
+            "--preview", str(tmp_path / "preview.png")]
+    first = _cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "done" in first.stdout
+    assert _names(tmp_path / "data/train/train_img") == _frames(16)
+    with Image.open(tmp_path / "preview.png") as preview:
+        assert preview.width > 8 * 64 and preview.height > 4 * 32
+    second = _cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert "skipping" in second.stdout
+
+
+@pytest.mark.parametrize("flag, value", [("--train_frames", "0"), ("--val_frames", "-3"),
+                                         ("--test_sequences", "x"), ("--size", "10x5"),
+                                         ("--size", "64by32"), ("--workers", "0")])
+def test_cli_rejects_bad_flags(tmp_path, flag, value):
+    result = _cli("--out", str(tmp_path / "data"), flag, value)
+    assert result.returncode != 0
+    assert flag in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_refuses_to_clear_a_folder_it_did_not_write(tmp_path):
+    real = tmp_path / "kaggle"
+    (real / "train" / "train_img").mkdir(parents=True)
+    precious = real / "train" / "train_img" / "frame0.png"
+    precious.write_bytes(b"the user's data")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(real), "--train_frames", "8",
+                           "--val_frames", "4", "--test_sequences", "1", "--test_frames", "4",
+                           "--size", "32x16"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0
+    assert "refusing to write" in proc.stderr and "--out" in proc.stderr
+    assert precious.read_bytes() == b"the user's data"

@@ -1,0 +1,100 @@
+"""Checkpoint IO: atomic writes, safe loads, template compatibility.
+
+A checkpoint is a dict of tensors and plain values only, so it loads with
+``torch.load(weights_only=True)``: a file crafted to run code when unpickled is
+refused, and nothing in it runs.
+"""
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from utils.errors import UserError
+
+FORMAT_VERSION = 1
+# Where each model dimension can be read off a state_dict: (key, axis, divisor).
+DIM_KEYS = {
+    "F_dim": ("frame_transformation.6.weight", 0, 1),
+    "L_dim": ("label_transformation.4.conv2.weight", 0, 1),
+    "N_dim": ("Gaussian_Predictor.6.weight", 0, 2),
+    "D_out_dim": ("Decoder_Fusion.5.weight", 0, 1),
+}
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file beside ``path``, then rename over it.
+
+    A crash, ``kill -9`` or a full disk at any moment leaves either the old
+    file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path):
+    """Load a checkpoint dict safely, or raise a UserError that says why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: '{path}' (--ckpt_path).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(
+            f"refusing to load '{path}': it holds objects other than tensors and plain "
+            f"values, which could run code when unpickled ({str(error).splitlines()[0]}). "
+            "Only load checkpoints written by this project or the course template.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise UserError(f"'{path}' is not a readable checkpoint ({error}).") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise UserError(f"'{path}' is not a Lab 4 checkpoint: it has no 'state_dict' entry.")
+    return ckpt
+
+
+def is_template_checkpoint(ckpt):
+    """The template stored the model's state_dict under 'optimizer' and no args."""
+    optimizer = ckpt.get("optimizer")
+    return "format_version" not in ckpt and not (
+        isinstance(optimizer, dict) and "param_groups" in optimizer)
+
+
+def dims_of(state_dict):
+    """The model dimensions a state_dict was made with, e.g. {'F_dim': 128, ...}."""
+    dims = {}
+    for name, (key, axis, divisor) in DIM_KEYS.items():
+        if key in state_dict:
+            dims[name] = int(state_dict[key].shape[axis]) // divisor
+    return dims
+
+
+def check_dims(state_dict, args, source):
+    """Raise a UserError naming every dimension that differs from ``args``."""
+    found = dims_of(state_dict)
+    wrong = [f"--{k} {getattr(args, k)} (checkpoint: {v})"
+             for k, v in found.items() if getattr(args, k) != v]
+    if wrong:
+        raise UserError(f"'{source}' was made with other model dimensions: "
+                        + ", ".join(wrong) + ". Pass the checkpoint's values.")
+
+
+def plain_args(args):
+    """argparse.Namespace -> dict of primitives (safe under weights_only)."""
+    out = {}
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            value = str(value)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif isinstance(value, (list, tuple)):
+            out[key] = [v for v in value]
+    return out

@@ -1,0 +1,30 @@
+"""GIFs of frame sequences."""
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+
+def to_uint8(frames):
+    """(T, 3, H, W) floats in [0, 1] -> (T, H, W, 3) uint8, rounded and clipped."""
+    frames = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_gif(path, frames, duration_ms=20):
+    """Write (T, 3, H, W) frames in [0, 1] as a looping GIF."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, to_uint8(frames), duration=duration_ms, loop=0)
+    return path
+
+
+def save_comparison_gif(path, sequences, duration_ms=20, gap=2):
+    """Several (T, 3, H, W) sequences side by side, separated by white columns."""
+    length = min(s.shape[0] for s in sequences)
+    panels = []
+    for seq in sequences:
+        panels.append(seq[:length].detach().float().cpu())
+        panels.append(torch.ones(length, 3, seq.shape[2], gap))
+    return save_gif(path, torch.cat(panels[:-1], dim=3), duration_ms)

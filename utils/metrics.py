@@ -1,0 +1,48 @@
+"""PSNR for validation and the Kaggle grader's metric."""
+import math
+
+import numpy as np
+import torch
+
+FRAMES_PER_SEQUENCE = 630
+SCORED_FRAMES = range(1, 601)  # the grader skips frame 0 and frames 601..629
+PUBLIC_SEQUENCES = (0, 1, 2)
+# MSE = 0 would give an infinite PSNR; the floor caps a perfect frame at 100 dB.
+PSNR_CAP_DB = 100.0
+
+
+def psnr_per_frame(pred, target, data_range=1.0):
+    """PSNR of each frame: (..., C, H, W) -> (...), computed before any averaging.
+
+    The template averaged the MSE over the batch before the log, which is wrong
+    for batch size > 1; here every frame gets its own MSE.
+    """
+    mse = (pred.float() - target.float()).pow(2).flatten(-3).mean(-1)
+    floor = data_range ** 2 * 10 ** (-PSNR_CAP_DB / 10)
+    return 10 * torch.log10(data_range ** 2 / mse.clamp_min(floor))
+
+
+def grader_scores(pred_rows, true_rows, ids):
+    """The Kaggle metric on CSV rows (values 0..255).
+
+    Per row MSE on the 0..255 scale and PSNR with data range 255; rows whose
+    frame index (id % 630) is 0 or above 600 are skipped. Returns a dict with
+    'score' (mean over scored rows), 'public' (sequences 0-2), 'private' (3-4,
+    when present) and 'per_sequence'.
+    """
+    pred = np.asarray(pred_rows, dtype=np.float64)
+    true = np.asarray(true_rows, dtype=np.float64)
+    ids = np.asarray(ids)
+    frame = ids % FRAMES_PER_SEQUENCE
+    scored = (frame >= SCORED_FRAMES.start) & (frame < SCORED_FRAMES.stop)
+    mse = ((pred[scored] - true[scored]) ** 2).mean(axis=1)
+    floor = 255.0 ** 2 * 10 ** (-PSNR_CAP_DB / 10)
+    psnr = 10 * np.log10(255.0 ** 2 / np.maximum(mse, floor))
+    sequence = ids[scored] // FRAMES_PER_SEQUENCE
+    result = {"score": float(psnr.mean()) if psnr.size else math.nan,
+              "per_sequence": {int(s): float(psnr[sequence == s].mean())
+                               for s in np.unique(sequence)}}
+    public = np.isin(sequence, PUBLIC_SEQUENCES)
+    result["public"] = float(psnr[public].mean()) if public.any() else math.nan
+    result["private"] = float(psnr[~public].mean()) if (~public).any() else math.nan
+    return result

@@ -1,0 +1,134 @@
+"""Report figures, drawn from a run's files (metrics.csv, val_psnr_epoch<N>.csv).
+
+One code path for a single run (Trainer, every epoch) and for comparisons
+(tools/compare_runs.py): each figure takes a list of runs.
+"""
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from utils.runlog import read_frame_psnr, read_metrics  # noqa: E402
+
+plt.rcParams.update({"font.size": 11, "axes.grid": True, "grid.alpha": 0.3,
+                     "figure.dpi": 110, "savefig.bbox": "tight"})
+
+
+def run_label(run_dir, args):
+    """A legend label from the run's args, e.g. 'Cyclical' or 'Monotonic, tfr 0.0'."""
+    if not args:
+        return Path(run_dir).name
+    return str(args.get("kl_anneal_type", Path(run_dir).name))
+
+
+def load_run(run_dir, label=None):
+    run_dir = Path(run_dir)
+    args_path = run_dir / "args.json"
+    args = json.loads(args_path.read_text()) if args_path.exists() else {}
+    rows = read_metrics(run_dir)
+    run = {"dir": run_dir, "args": args, "rows": rows,
+           "label": label or run_label(run_dir, args)}
+    finite = [r for r in rows if math.isfinite(r["val_psnr"])]
+    run["best"] = max(finite, key=lambda r: r["val_psnr"]) if finite else None
+    run["latest"] = rows[-1] if rows else None
+    return run
+
+
+def column(run, name):
+    return [r["epoch"] for r in run["rows"]], [r[name] for r in run["rows"]]
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_losses(runs, path):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    panels = [("train_loss", "Total loss (MSE + beta KL)", True),
+              ("train_mse", "Reconstruction MSE (per pixel)", True),
+              ("train_kl", "KL divergence (per frame)", True),
+              ("beta", "KL weight beta", False)]
+    for ax, (name, title, log) in zip(axes.flat, panels):
+        for run in runs:
+            x, y = column(run, name)
+            ax.plot(x, y, marker="o", ms=3, label=run["label"])
+        ax.set_title(title)
+        if log and all(v > 0 for run in runs for v in column(run, name)[1]):
+            ax.set_yscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend()
+    fig.suptitle("Training loss per epoch")
+    return _save(fig, path)
+
+
+def plot_teacher_forcing(runs, path):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        x, tfr = column(run, "tfr")
+        line, = left.plot(x, tfr, label=f"{run['label']}: ratio")
+        left.plot(*column(run, "tf_on_frac"), "x", color=line.get_color(), ms=5,
+                  label=f"{run['label']}: share of batches forced")
+        right.plot(*column(run, "train_loss"), marker="o", ms=3, label=run["label"])
+    left.set(title="Teacher-forcing ratio", xlabel="epoch", ylabel="ratio", ylim=(-0.05, 1.05))
+    right.set(title="Training loss", xlabel="epoch", ylabel="loss")
+    if all(v > 0 for run in runs for v in column(run, "train_loss")[1]):
+        right.set_yscale("log")
+    left.legend(fontsize=8)
+    right.legend()
+    return _save(fig, path)
+
+
+def plot_val_psnr(runs, path):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run in runs:
+        ax.plot(*column(run, "val_psnr"), marker="o", ms=3, label=run["label"])
+    ax.set(title="Validation PSNR (mean over predicted frames)", xlabel="epoch",
+           ylabel="PSNR (dB)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_frame_psnr(runs, path, which=("best",)):
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for run in runs:
+        for key in which:
+            row = run[key]
+            curve = row and read_frame_psnr(run["dir"], row["epoch"])
+            if not curve:
+                continue
+            frames, psnr = curve
+            mean = sum(psnr) / len(psnr)
+            ax.plot(frames, psnr, lw=1,
+                    label=f"{run['label']}, {key} epoch {row['epoch']}: mean {mean:.2f} dB")
+    title = "Per-frame PSNR of the validation rollout"
+    if len(runs) == 1 and runs[0]["best"]:
+        title += f" (best epoch mean {runs[0]['best']['val_psnr']:.2f} dB)"
+    ax.set(title=title, xlabel="predicted frame index", ylabel="PSNR (dB)")
+    ax.legend(fontsize=9)
+    return _save(fig, path)
+
+
+def plot_runs(runs, out_dir, frame_curves=("best",)):
+    """Every report figure for a list of loaded runs; returns the written paths."""
+    runs = [r for r in runs if r["rows"]]
+    if not runs:
+        return []
+    out_dir = Path(out_dir)
+    return [plot_losses(runs, out_dir / "loss.png"),
+            plot_teacher_forcing(runs, out_dir / "teacher_forcing.png"),
+            plot_val_psnr(runs, out_dir / "val_psnr.png"),
+            plot_frame_psnr(runs, out_dir / "psnr_per_frame.png", frame_curves)]
+
+
+def plot_run(run_dir):
+    """The figures of one run, into <run_dir>/plots/."""
+    return plot_runs([load_run(run_dir)], Path(run_dir) / "plots", ("latest", "best"))

@@ -1,0 +1,88 @@
+"""Devices, torchrun/DDP setup and seeding.
+
+DDP is used only when the script was launched by torchrun (WORLD_SIZE > 1);
+a plain ``python Trainer.py`` never creates a process group.
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from utils.errors import UserError
+
+
+def resolve_device(name="auto", gpu=0):
+    """'auto' -> cuda, then mps, then cpu; 'cuda' uses CUDA device ``gpu``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; "
+                            "use --device cpu (or the default --device auto).")
+        if name == "cuda":
+            if not 0 <= gpu < torch.cuda.device_count():
+                raise UserError(f"--gpu {gpu}: this machine has {torch.cuda.device_count()} "
+                                "CUDA device(s).")
+            name = f"cuda:{gpu}"
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise UserError("--device mps was asked for but MPS is not available; use --device cpu.")
+    return torch.device(name)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, values):
+        """All-reduce a list of floats to their mean over ranks."""
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return (t / self.world_size).tolist()
+
+    def close(self):
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup_distributed(device_name="auto", gpu=0):
+    """One process per device under torchrun (NCCL on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(device=resolve_device(device_name, gpu))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = resolve_device("cpu" if device_name == "auto" else device_name), "gloo"
+    dist.init_process_group(backend=backend)
+    return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def seed_for(seed, epoch, rank=0):
+    """The seed of one epoch on one rank: a resumed run draws what an
+    uninterrupted one would, with no RNG state to carry in the checkpoint."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2 ** 63)
