@@ -339,12 +339,14 @@ class VAE_Model(nn.Module):
         return mse + beta * kl, mse.detach(), kl.detach()
 
     @torch.no_grad()
-    def rollout(self, first_frame, labels, generator=None, prior="sample", chunk=64,
+    def rollout(self, first_frame, labels, generator=None, prior="sample", noise=None, chunk=64,
                 progress=False):
         """Autoregressive prediction from the prior: first_frame (B, 3, H, W),
         labels (B, T, 3, H, W) -> frames (B, T, 3, H, W), frames[:, 0] = first_frame.
 
-        Labels are encoded ``chunk`` time steps at a time (bounded memory).
+        z_t ~ N(0, I) drawn from ``generator`` (or all zeros, the prior mean, with
+        prior="zero"), unless ``noise`` (B, T-1, N_dim, H, W) gives it. Labels
+        are encoded ``chunk`` time steps at a time (bounded memory).
         """
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
@@ -356,8 +358,12 @@ class VAE_Model(nn.Module):
             for t in steps:
                 if (t - 1) % chunk == 0:
                     label_feat = self.encode_clip(self.label_transformation, labels[:, t:t + chunk])
-                z = (torch.zeros(z_shape, device=out.device) if prior == "zero" else
-                     torch.randn(z_shape, device=out.device, generator=generator))
+                if noise is not None:
+                    z = noise[:, t - 1]
+                elif prior == "zero":
+                    z = torch.zeros(z_shape, device=out.device)
+                else:
+                    z = torch.randn(z_shape, device=out.device, generator=generator)
                 prev = self.decode(self.frame_transformation(prev),
                                    label_feat[:, (t - 1) % chunk], z.to(label_feat.dtype))
                 out[:, t] = prev.float()
