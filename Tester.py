@@ -1,0 +1,141 @@
+"""Predict every test sequence and write the Kaggle submission.
+
+    python Tester.py --DR <dataset> --save_root <dir> --ckpt_path <ckpt>
+
+Model settings (dims, output activation, frame size) come from the checkpoint.
+Each sequence starts from its given frame 0; frames 1..629 are predicted from
+the labels with z drawn from the prior, all sequences in one batch.
+"""
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dataloader import DanceTestSequences, list_images
+from Trainer import (MODEL_FLAGS, VAE_Model, get_args_parser, merge_checkpoint_args, parse_args,
+                     prepare_save_root, validate_args)
+from utils.checkpoint import check_dims, is_template_checkpoint, load_checkpoint
+from utils.errors import UserError, exit_on_user_error
+from utils.media import save_comparison_gif, save_gif
+from utils.metrics import FRAMES_PER_SEQUENCE
+from utils.runtime import resolve_device
+from utils.submission import FRAME_SHAPE, write_submission
+
+
+def get_tester_parser():
+    parser = get_args_parser()
+    parser.description = "Roll out the test sequences and write submission.csv."
+    test = parser.add_argument_group("testing")
+    test.add_argument("--no_sanity", action="store_true",
+                      help="skip the checks of sequence length and frame size")
+    test.add_argument("--make_gif", action="store_true",
+                      help="also write label | prediction GIFs per sequence")
+    test.add_argument("--num_samples", type=int, default=1,
+                      help="average this many rollouts (different z) per sequence")
+    test.add_argument("--prior_z", choices=["sample", "zero"], default="sample",
+                      help="z at inference: drawn from N(0, I), or its mean (zeros)")
+    test.add_argument("--gt", default=None,
+                      help="ground-truth folder (<i>/frame<N>.png) or CSV: print the score")
+    return parser
+
+
+class Test_model(VAE_Model):
+    """The trained model plus what the test split needs; reuses VAE_Model.rollout."""
+
+    @torch.no_grad()
+    def predict(self, first_frames, labels, num_samples=1, prior="sample", generator=None):
+        """first_frames (S, 3, H, W), labels (S, T, 3, H, W) -> (S, T, 3, H, W).
+
+        All S sequences (times num_samples) roll out as one batch; with
+        num_samples > 1 the samples' frames are averaged per sequence.
+        """
+        S = first_frames.shape[0]
+        repeat = 1 if prior == "zero" else num_samples
+        frames = self.rollout(first_frames.repeat(repeat, 1, 1, 1), labels.repeat(repeat, 1, 1, 1, 1),
+                              generator=generator, prior=prior, progress=True)
+        return frames.unflatten(0, (repeat, S)).mean(0)                  # (S, T, 3, H, W)
+
+
+def sanity_check(dataset, frame_size):
+    """Kaggle expects 630 frames of 3x32x64 per sequence."""
+    problems = []
+    if (3, *frame_size) != FRAME_SHAPE:
+        problems.append(f"frames are {frame_size[0]}x{frame_size[1]}, the submission needs "
+                        f"{FRAME_SHAPE[1]}x{FRAME_SHAPE[2]}")
+    for name, first, labels in zip(dataset.names, dataset.first_frame_files, dataset.label_files):
+        given = list_images(Path(first).parent)
+        if len(given) != 1:
+            problems.append(f"sequence '{name}': {len(given)} frames in its test_img folder, "
+                            "expected exactly one (frame0.png)")
+        if len(labels) != FRAMES_PER_SEQUENCE:
+            problems.append(f"sequence '{name}': {len(labels)} labels, expected "
+                            f"{FRAMES_PER_SEQUENCE}")
+    if problems:
+        raise UserError("the test split does not fit the Kaggle format (--no_sanity skips this):"
+                        "\n  - " + "\n  - ".join(problems))
+
+
+def load_test_model(args):
+    """Checkpoint -> Test_model on the chosen device, with the checkpoint's settings."""
+    if not args.ckpt_path:
+        raise UserError("--ckpt_path is required: the checkpoint to test.")
+    ckpt = load_checkpoint(args.ckpt_path)
+    if isinstance(ckpt.get("args"), dict):
+        merge_checkpoint_args(args, ckpt["args"],
+                              overridable=set(vars(args)) - set(MODEL_FLAGS))
+    elif is_template_checkpoint(ckpt) and "output_activation" not in args.explicit_flags:
+        # The template trained without an output activation: clamping is its fix.
+        args.output_activation = "clamp"
+        print("note: course-template checkpoint: using its weights with --output_activation "
+              "clamp and the model flags given on the command line.", file=sys.stderr)
+    validate_args(args)
+    check_dims(ckpt["state_dict"], args, args.ckpt_path)
+    model = Test_model(args)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(resolve_device(args.device, args.gpu)).eval()
+
+
+@exit_on_user_error
+def main(args):
+    if args.num_samples < 1:
+        raise UserError(f"--num_samples must be >= 1, got {args.num_samples}.")
+    model = load_test_model(args)
+    save_root = prepare_save_root(args.save_root)
+    frame_size = (args.frame_H, args.frame_W)
+    dataset = DanceTestSequences(args.DR, frame_size)
+    if not args.no_sanity:
+        sanity_check(dataset, frame_size)
+
+    started = time.time()
+    generator = torch.Generator(model.device).manual_seed(args.seed)
+    items = [dataset[i] for i in range(len(dataset))]
+    by_length = {}
+    for index, (_, labels) in enumerate(items):
+        by_length.setdefault(labels.shape[0], []).append(index)
+    predictions = [None] * len(items)
+    for indices in by_length.values():   # one batch per sequence length (one, normally)
+        first = torch.cat([items[i][0] for i in indices]).to(model.device)
+        labels = torch.stack([items[i][1] for i in indices]).to(model.device)
+        frames = model.predict(first, labels, args.num_samples, args.prior_z, generator)
+        for i, seq in zip(indices, frames.cpu()):
+            predictions[i] = seq
+    rollout_seconds = time.time() - started
+
+    started = time.time()
+    csv_path = write_submission(save_root / "submission.csv", predictions)
+    csv_seconds = time.time() - started
+    for name, seq, (_, labels) in zip(dataset.names, predictions, items):
+        save_gif(save_root / f"pred_seq{name}.gif", seq)
+        if args.make_gif:
+            save_comparison_gif(save_root / f"pred_seq{name}_with_label.gif", [labels, seq])
+    print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on {model.device}; "
+          f"'{csv_path}' written in {csv_seconds:.1f} s; GIFs in '{save_root}'")
+    if args.gt:
+        from tools.score_submission import format_scores, score
+        print(format_scores(score(csv_path, args.gt)))
+    return predictions
+
+
+if __name__ == "__main__":
+    main(parse_args(parser=get_tester_parser()))

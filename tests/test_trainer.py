@@ -1,0 +1,251 @@
+"""Schedules, loss, PSNR, checkpoints and the Trainer CLI behave as users rely on."""
+import csv
+import math
+import signal
+
+import pytest
+import torch
+
+import Trainer
+from conftest import TINY, run_cli
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+from utils.metrics import psnr_per_frame
+
+
+def args_for(*flags):
+    return Trainer.parse_args(["--DR", "unused", "--save_root", "unused", *flags])
+
+
+@pytest.fixture
+def restore_signals():
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- schedules
+def test_cyclical_beta_matches_the_issue_example():
+    args = args_for("--num_epoch", "20", "--kl_anneal_cycle", "2", "--kl_anneal_ratio", "0.5")
+    betas = [Trainer.kl_annealing(args, e).get_beta() for e in range(20)]
+    one_cycle = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert betas == pytest.approx(one_cycle + one_cycle)
+
+
+def test_monotonic_and_none_beta():
+    mono = args_for("--num_epoch", "10", "--kl_anneal_type", "Monotonic", "--kl_anneal_ratio", "0.5")
+    assert [Trainer.kl_annealing(mono, e).get_beta() for e in range(10)] == pytest.approx(
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0])
+    for spelling in ("None", "w/o", "none"):
+        flat = args_for("--num_epoch", "5", "--kl_anneal_type", spelling)
+        assert flat.kl_anneal_type == "None"
+        assert [Trainer.kl_annealing(flat, e).get_beta() for e in range(5)] == [1.0] * 5
+
+
+def test_beta_after_resume_equals_uninterrupted():
+    args = args_for("--num_epoch", "30", "--kl_anneal_cycle", "3", "--kl_anneal_ratio", "0.7")
+    running = Trainer.kl_annealing(args, current_epoch=0)
+    for epoch in range(30):
+        assert Trainer.kl_annealing(args, current_epoch=epoch).get_beta() == running.get_beta()
+        running.update()
+
+
+def test_unknown_kl_type_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        args_for("--kl_anneal_type", "Sigmoid")
+    assert "unknown KL annealing type 'Sigmoid'" in capsys.readouterr().err
+
+
+def test_teacher_forcing_ratio_schedule():
+    args = args_for("--tfr", "1.0", "--tfr_sde", "3", "--tfr_d_step", "0.3")
+    ratios = [Trainer.teacher_forcing_ratio(args, e) for e in range(8)]
+    assert ratios == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.7, 0.4, 0.1, 0.0])
+
+
+def test_lr_schedules():
+    multistep = args_for("--lr_scheduler", "multistep")
+    assert [Trainer.lr_factor(multistep, e) for e in range(7)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    cosine = args_for("--lr_scheduler", "cosine", "--num_epoch", "4")
+    assert [Trainer.lr_factor(cosine, e) for e in range(4)] == pytest.approx(
+        [1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4)])
+
+
+# --------------------------------------------------------------------------- loss pieces
+def test_analytic_kl_matches_monte_carlo():
+    torch.manual_seed(0)
+    mu = torch.randn(1, 2, 2, 2) * 0.7
+    logvar = torch.randn(1, 2, 2, 2) * 0.5
+    analytic = Trainer.kl_divergence(mu, logvar, "sum")
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    z = q.sample((200_000,))
+    log_ratio = q.log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z)
+    monte_carlo = log_ratio.flatten(1).sum(1).mean()
+    assert analytic.item() == pytest.approx(monte_carlo.item(), rel=0.03)
+    assert Trainer.kl_divergence(mu, logvar, "mean").item() == pytest.approx(analytic.item() / 8)
+    assert Trainer.kl_divergence(torch.zeros(3, 4, 2, 2), torch.zeros(3, 4, 2, 2)).item() == 0
+
+
+def test_psnr_is_per_frame_for_batches():
+    target = torch.zeros(2, 3, 4, 4)
+    pred = target.clone()
+    pred[0] += 0.1        # MSE 0.01  -> 20 dB
+    pred[1] += 0.01       # MSE 1e-4 -> 40 dB
+    psnr = psnr_per_frame(pred, target)
+    assert psnr.tolist() == pytest.approx([20.0, 40.0], abs=1e-4)
+    # the template's batch-mean MSE would give 10*log10(1/0.00505) = 22.97 dB
+    assert psnr.mean().item() == pytest.approx(30.0, abs=1e-4)
+
+
+def test_output_activation_keeps_predictions_in_unit_range():
+    for activation in ("sigmoid", "clamp"):
+        model = Trainer.VAE_Model(args_for(*TINY, "--output_activation", activation)).eval()
+        frames = model.rollout(torch.rand(2, 3, 32, 64), torch.rand(2, 5, 3, 32, 64))
+        assert frames.min() >= 0 and frames.max() <= 1
+
+
+def test_a_few_steps_on_one_batch_reduce_the_loss():
+    torch.manual_seed(0)
+    model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.003", "--kl_anneal_type", "None"))
+    img, label = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
+    losses = [model.training_one_step(img, label, True)[0] for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_teacher_forcing_off_feeds_back_predictions():
+    torch.manual_seed(0)
+    model = Trainer.VAE_Model(args_for(*TINY)).eval()
+    img, label = torch.rand(1, 5, 3, 32, 64), torch.rand(1, 5, 3, 32, 64)
+    noise = torch.randn(1, 4, 4, 32, 64)
+    on = model(img, label, True, 1.0, noise)[1]
+    off = model(img, label, False, 1.0, noise)[1]
+    mixed = model(img, label, [True, False, True, True], 1.0, noise)[1]
+    assert len({on.item(), off.item(), mixed.item()}) == 3
+
+
+def test_non_finite_loss_stops_before_the_update(monkeypatch):
+    model = Trainer.VAE_Model(args_for(*TINY))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    monkeypatch.setattr(Trainer, "kl_divergence", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(UserError, match="non-finite loss"):
+        model.training_one_step(torch.rand(1, 3, 3, 32, 64), torch.rand(1, 3, 3, 32, 64), True)
+    assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
+
+
+def test_validation_runs_in_eval_mode(tiny_dataset):
+    from dataloader import Dataset_Dance
+    model = Trainer.VAE_Model(args_for(*TINY, "--val_vi_len", "10"))
+    running_mean = model.label_transformation[2].running_mean.clone()
+    val = Dataset_Dance(tiny_dataset, None, "val", 10)
+    loss, psnr, _ = model.validate(val)
+    assert torch.equal(model.label_transformation[2].running_mean, running_mean)
+    assert psnr.shape == (9,) and model.training
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip(tmp_path):
+    model = Trainer.VAE_Model(args_for(*TINY, "--save_root", str(tmp_path)))
+    model.training_one_step(torch.rand(1, 3, 3, 32, 64), torch.rand(1, 3, 3, 32, 64), True)
+    model.current_epoch, model.best_val_psnr = 4, 21.5
+    model.save(tmp_path / "a.ckpt")
+    ckpt = load_checkpoint(tmp_path / "a.ckpt")
+    assert {"state_dict", "optimizer", "scheduler", "scaler", "lr", "tfr", "last_epoch",
+            "args", "best_val_psnr", "global_step"} <= set(ckpt)
+    assert isinstance(ckpt["args"], dict) and ckpt["args"]["F_dim"] == 16
+    assert "param_groups" in ckpt["optimizer"] and ckpt["optimizer"]["state"]
+    clone = Trainer.VAE_Model(args_for(*TINY, "--save_root", str(tmp_path)))
+    clone.load_checkpoint(ckpt, "a.ckpt")
+    assert clone.current_epoch == 5 and clone.best_val_psnr == 21.5 and clone.global_step == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, clone.state_dict()[k])
+    exp_avg = lambda m: m.optim.state_dict()["state"][0]["exp_avg"]  # noqa: E731
+    assert torch.equal(exp_avg(model), exp_avg(clone))
+
+
+def test_template_checkpoint_loads_its_weights(tmp_path, capsys):
+    source = Trainer.VAE_Model(args_for(*TINY))
+    torch.save({"state_dict": source.state_dict(), "optimizer": source.state_dict(),
+                "lr": 0.001, "tfr": 1.0, "last_epoch": 6}, tmp_path / "template.ckpt")
+    model = Trainer.VAE_Model(args_for(*TINY))
+    model.load_checkpoint(load_checkpoint(tmp_path / "template.ckpt"), "template.ckpt")
+    assert "no optimizer state" in capsys.readouterr().err
+    assert model.current_epoch == 7
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in source.state_dict().items())
+
+
+def test_checkpoint_of_other_dims_names_them(tmp_path):
+    Trainer.VAE_Model(args_for(*TINY)).save(tmp_path / "small.ckpt")
+    model = Trainer.VAE_Model(args_for("--F_dim", "32", "--L_dim", "16", "--N_dim", "4",
+                                       "--D_out_dim", "24"))
+    with pytest.raises(UserError, match=r"--F_dim 32 \(checkpoint: 16\)"):
+        model.load_checkpoint(load_checkpoint(tmp_path / "small.ckpt"), "small.ckpt")
+
+
+# --------------------------------------------------------------------------- the CLI
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_args(data, save_root, *extra):
+    return ["--DR", str(data), "--save_root", str(save_root), "--val_vi_len", "12",
+            "--num_workers", "0", "--device", "cpu", *TINY, *extra]
+
+
+def test_resume_continues_exactly(tiny_dataset, tmp_path, restore_signals):
+    common = ["--tfr", "0.5", "--tfr_sde", "0", "--tf_mode", "frame", "--per_save", "1"]
+    straight = tmp_path / "straight"
+    Trainer.main(Trainer.parse_args(train_args(tiny_dataset, straight, "--num_epoch", "2", *common)))
+    split = tmp_path / "split"
+    Trainer.main(Trainer.parse_args(train_args(tiny_dataset, split, "--num_epoch", "2", *common)))
+    (split / "last.ckpt").unlink()
+    (split / "epoch=1.ckpt").unlink()
+    # resume from the epoch-0 checkpoint: flags come from the checkpoint
+    Trainer.main(Trainer.parse_args(["--DR", str(tiny_dataset), "--save_root", str(split),
+                                     "--ckpt_path", str(split / "epoch=0.ckpt")]))
+    a, b = read_rows(straight / "metrics.csv"), read_rows(split / "metrics.csv")
+    assert [r["epoch"] for r in b] == ["0", "1"]
+    for column in ("lr", "tfr", "tf_on_frac", "beta", "train_loss", "train_kl", "val_psnr"):
+        assert [r[column] for r in a] == [r[column] for r in b], column
+    wa = load_checkpoint(straight / "last.ckpt")
+    wb = load_checkpoint(split / "last.ckpt")
+    assert all(torch.equal(v, wb["state_dict"][k]) for k, v in wa["state_dict"].items())
+    assert torch.equal(wa["optimizer"]["state"][0]["exp_avg_sq"], wb["optimizer"]["state"][0]["exp_avg_sq"])
+
+
+def test_cli_end_to_end_leaves_everything_a_report_needs(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("Trainer.py", *train_args(tiny_dataset, run, "--num_epoch", "2",
+                                            "--store_visualization"))
+    assert "val PSNR" in proc.stdout + proc.stderr
+    for name in ("args.json", "metrics.csv", "val_psnr_epoch0.csv", "val_psnr_epoch1.csv",
+                 "last.ckpt", "best.ckpt", "epoch=0.ckpt", "plots/loss.png",
+                 "plots/teacher_forcing.png", "plots/val_psnr.png", "plots/psnr_per_frame.png",
+                 "visualization/val_epoch1.gif"):
+        assert (run / name).is_file(), name
+    rows = read_rows(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert {"epoch", "lr", "tfr", "tf_on_frac", "beta", "train_loss", "train_mse", "train_kl",
+            "val_loss", "val_psnr"} <= set(rows[0])
+    assert len(read_rows(run / "val_psnr_epoch1.csv")) == 11
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
+    assert ckpt["last_epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["state_dict"])
+
+    run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run,
+            "--ckpt_path", run / "last.ckpt", "--num_epoch", "3")
+    assert [r["epoch"] for r in read_rows(run / "metrics.csv")] == ["0", "1", "2"]
+    test = run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run,
+                   "--ckpt_path", run / "best.ckpt", "--test")
+    assert "val PSNR" in test.stdout
+
+
+def test_cli_rejects_bad_flags_without_traceback(tiny_dataset, tmp_path):
+    cases = [(["--num_epoch", "0"], "--num_epoch"), (["--batch_size", "-1"], "--batch_size"),
+             (["--train_vi_len", "0"], "--train_vi_len"), (["--tfr", "1.5"], "--tfr"),
+             (["--kl_anneal_ratio", "0"], "--kl_anneal_ratio"),
+             (["--kl_anneal_type", "Linear"], "kl_anneal_type")]
+    for flags, name in cases:
+        proc = run_cli("Trainer.py", *train_args(tiny_dataset, tmp_path / "r", *flags), check=False)
+        assert proc.returncode != 0 and name in proc.stderr, flags
+        assert "Traceback" not in proc.stderr
