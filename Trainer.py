@@ -78,7 +78,9 @@ def get_args_parser():
                        default="sigmoid", help="maps the generator's output into [0, 1]")
 
     optim = p.add_argument_group("optimisation")
-    optim.add_argument("--batch_size", type=int, default=2, help="clips per step (per process)")
+    optim.add_argument("--batch_size", type=int, default=2,
+                       help="clips per step per process: under torchrun the effective batch "
+                       "is nproc x batch_size")
     optim.add_argument("--lr", type=float, default=0.001, help="initial learning rate")
     optim.add_argument("--optim", choices=["Adam", "AdamW"], default="Adam", help="optimizer")
     optim.add_argument("--lr_scheduler", choices=["cosine", "multistep", "constant"],
@@ -405,7 +407,11 @@ class VAE_Model(nn.Module):
         return loss, psnr_per_frame(pred[:, 1:], img[:, 1:]).mean(0).cpu(), pred
 
     def train_dataloader(self, dataset, epoch):
-        """Shuffled clips of one epoch; --fast_train uses the first fast_partial share."""
+        """Shuffled clips of one epoch; --fast_train uses the first fast_partial share.
+
+        Under DDP each rank gets a disjoint 1/world_size share of a per-epoch
+        shuffle (padded to equal length so every rank takes the same steps).
+        """
         args = self.args
         if args.fast_train and epoch < args.fast_train_epoch:
             clips = int(len(dataset.frame_files) * args.fast_partial) // args.train_vi_len
@@ -419,9 +425,16 @@ class VAE_Model(nn.Module):
             sampler, shuffle = None, True
             generator = torch.Generator().manual_seed(seed_for(args.seed, epoch))
         workers = 0 if args.data_cache == "memory" else args.num_workers
-        return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
-                          generator=generator, num_workers=workers, drop_last=True,
-                          pin_memory=self.device.type == "cuda")
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
+                            generator=generator, num_workers=workers, drop_last=True,
+                            pin_memory=self.device.type == "cuda")
+        if len(loader) == 0:
+            # drop_last would silently train nothing and log zero losses.
+            processes = self.dist.world_size if self.dist is not None else 1
+            raise UserError(f"{len(dataset)} training clips over {processes} process(es) give "
+                            f"no full batch of --batch_size {args.batch_size} (per process); "
+                            "lower --batch_size or --train_vi_len, or use more data.")
+        return loader
 
     def teacher_forcing_draws(self, rng, steps):
         if self.args.tf_mode == "frame":
@@ -632,6 +645,8 @@ def main(args):
         if args.test:
             if ckpt is None:
                 raise UserError("--test needs --ckpt_path: the checkpoint to validate.")
+            if not dist.is_main:  # every rank would print the same numbers
+                return None
             val_loss, frame_psnr, _ = model.validate(val_set)
             print(f"val loss {val_loss:.6f}, val PSNR {frame_psnr.mean():.3f} dB "
                   f"over {len(frame_psnr)} frames")

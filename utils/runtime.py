@@ -5,6 +5,7 @@ a plain ``python Trainer.py`` never creates a process group.
 """
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -67,18 +68,41 @@ class Distributed:
             dist.destroy_process_group()
 
 
+# Rank 0 validates and writes checkpoints while the other ranks wait at a
+# barrier; NCCL's default (10 min) is too short for a long validation.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
 def setup_distributed(device_name="auto", gpu=0):
-    """One process per device under torchrun (NCCL on CUDA, gloo on CPU)."""
+    """One process per device under torchrun (NCCL on CUDA, gloo on CPU).
+
+    Under torchrun each process takes the GPU numbered by its LOCAL_RANK, so
+    ``gpu`` is ignored there (choose GPUs with CUDA_VISIBLE_DEVICES).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(device=resolve_device(device_name, gpu))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+    if device_name.startswith("cuda:"):
+        raise UserError(f"--device {device_name}: under torchrun each process uses the GPU of "
+                        "its LOCAL_RANK; pass --device cuda (select GPUs with "
+                        "CUDA_VISIBLE_DEVICES) or --device cpu.")
+    if device_name == "mps":
+        raise UserError("--device mps cannot be used under torchrun (no collective backend "
+                        "supports MPS); use --device cpu.")
+    if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; "
+                            "use --device cpu.")
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started LOCAL_RANK {local_rank} but this node has "
+                            f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node.")
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = resolve_device("cpu" if device_name == "auto" else device_name), "gloo"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT,
+                            device_id=device if backend == "nccl" else None)
     return Distributed(rank=rank, world_size=world_size, device=device)
 
 

@@ -1,0 +1,175 @@
+"""Multi-process training: torchrun + DistributedDataParallel on CPU (gloo)."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from Trainer import VAE_Model, build_model, parse_args
+from tools.synthetic_dance import generate_dataset
+from utils import runlog
+from utils.errors import UserError
+from utils.runtime import Distributed, setup_distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--F_dim", "8", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16"]
+TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# Two predicted frames from the ground truth and one from the model's own
+# prediction: both decoder paths of VAE_Model.forward are covered.
+FORCING, BETA, PER_RANK = [True, False, True], 0.5, 2
+
+
+def tiny_args(*extra):
+    return parse_args(["--DR", "unused", "--save_root", "unused", "--device", "cpu",
+                       *TINY, *extra])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def union_batch(args):
+    """Clips, labels and posterior noise of both ranks: rank r takes rows [2r, 2r+2)."""
+    g = torch.Generator().manual_seed(1234)
+    B, T, H, W = 2 * PER_RANK, len(FORCING) + 1, 8, 16
+    img = torch.rand(B, T, 3, H, W, generator=g)
+    label = torch.rand(B, T, 3, H, W, generator=g)
+    noise = torch.randn(B, T - 1, args.N_dim, H, W, generator=g)
+    return img, label, noise
+
+
+def gradients(model):
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+
+
+def ddp_worker(rank, world_size, port, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world_size)
+    try:
+        args = tiny_args()
+        img, label, noise = union_batch(args)
+        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+        model = build_model(args, Distributed(rank, world_size, torch.device("cpu")))
+        model.eval()
+        loss, _, _ = model.engine(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
+        loss.backward()
+        # The same step without DDP: what this rank alone would compute.
+        local = build_model(args)
+        local.eval()
+        local(img[rows], label[rows], FORCING, BETA, noise=noise[rows])[0].backward()
+        torch.save({"ddp": gradients(model), "local": gradients(local)},
+                   Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gradients_equal_single_process_union_batch(tmp_path):
+    """One DDP step on 2 ranks x 2 clips gives the gradient of one step on all 4 clips.
+
+    The loss is a mean over the batch, so DDP's average of the per-rank
+    gradients is the union batch's gradient. Both sides start from the same
+    seed and use the same posterior noise. BatchNorm (in the label encoder)
+    normalises with batch statistics in training mode, which differ between a
+    rank's 2 clips and the union's 4 by construction, so the check runs with
+    the model in eval mode (running statistics); gradients are still computed
+    for every parameter, the BatchNorm affine ones included.
+    """
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    args = tiny_args()
+    img, label, noise = union_batch(args)
+    model = build_model(args)
+    model.eval()
+    model(img, label, FORCING, BETA, noise=noise)[0].backward()
+    union = gradients(model)
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for result in ranks:
+        assert result["ddp"].keys() == union.keys()
+        for name, grad in union.items():
+            torch.testing.assert_close(result["ddp"][name], grad, rtol=1e-4, atol=1e-7,
+                                       msg=lambda m: f"{name}: {m}")
+    # Guard against a vacuous pass: each rank's own gradient is not the union's.
+    for result in ranks:
+        assert any(not torch.allclose(result["local"][n], g, rtol=1e-3, atol=1e-6)
+                   for n, g in union.items())
+
+
+def test_torchrun_two_cpu_processes_train_one_epoch(tmp_path):
+    data = generate_dataset(tmp_path / "data", train_frames=80, val_frames=12, test_sequences=1,
+                            test_frames=10, size=(64, 32), workers=1, log=lambda *_: None)
+    save_root = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "Trainer.py", "--DR", str(data), "--save_root",
+               str(save_root), "--device", "cpu", "--num_epoch", "1", "--num_workers", "0",
+               "--train_vi_len", "4", "--val_vi_len", "8", "--batch_size", "2", *TINY]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # 20 clips: 10 per rank, 5 steps of 2; only rank 0 prints.
+    assert done.stdout.count("training on cpu x2: 20 clips") == 1, done.stdout
+    assert done.stdout.count("done: best val PSNR") == 1, done.stdout
+
+    rows = runlog.read_metrics(save_root)
+    assert [row["epoch"] for row in rows] == [0]
+    for name in ("last.ckpt", "best.ckpt", "epoch=0.ckpt", "args.json", "metrics.csv"):
+        assert (save_root / name).is_file(), name
+
+    ckpt = torch.load(save_root / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["last_epoch"] == 0
+    assert not [k for k in ckpt["state_dict"] if k.startswith("module.")]
+    model = VAE_Model(tiny_args())
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+
+
+def test_plain_run_creates_no_process_group(monkeypatch):
+    for name in TORCHRUN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    d = setup_distributed("cpu")
+    assert (d.rank, d.world_size, d.enabled, d.is_main) == (0, 1, False, True)
+    assert not dist.is_initialized()
+    assert d.mean([1.0, 3.0]) == [1.0, 3.0]
+    d.barrier()
+    d.close()
+    model = build_model(tiny_args(), d)
+    assert model.engine is model
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "mps"])
+def test_torchrun_rejects_a_fixed_device(monkeypatch, device):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match="torchrun"):
+        setup_distributed(device)
+    assert not dist.is_initialized()
+
+
+def test_distributed_sampler_splits_each_epoch_across_ranks():
+    """Every clip once per epoch across the ranks, and a new shuffle each epoch."""
+    dataset = torch.utils.data.TensorDataset(torch.arange(10))
+    orders = {}
+    for epoch in (0, 1):
+        for rank in (0, 1):
+            model = VAE_Model(tiny_args("--batch_size", "1"),
+                              Distributed(rank, 2, torch.device("cpu")))
+            orders[epoch, rank] = [int(x) for (x,) in model.train_dataloader(dataset, epoch)]
+    for epoch in (0, 1):
+        assert len(orders[epoch, 0]) == len(orders[epoch, 1]) == 5
+        assert sorted(orders[epoch, 0] + orders[epoch, 1]) == list(range(10))
+    assert orders[0, 0] != orders[1, 0]
+
+
+def test_no_full_batch_per_process_is_an_error():
+    dataset = torch.utils.data.TensorDataset(torch.arange(5))
+    model = VAE_Model(tiny_args("--batch_size", "4"), Distributed(0, 2, torch.device("cpu")))
+    with pytest.raises(UserError, match="per process"):
+        model.train_dataloader(dataset, 0)
