@@ -54,7 +54,9 @@ class Test_model(VAE_Model):
         repeat = 1 if prior == "zero" else num_samples
         frames = self.rollout(first_frames.repeat(repeat, 1, 1, 1), labels.repeat(repeat, 1, 1, 1, 1),
                               generator=generator, prior=prior, progress=True)
-        return frames.unflatten(0, (repeat, S)).mean(0)                  # (S, T, 3, H, W)
+        frames = frames.unflatten(0, (repeat, S)).mean(0)                 # (S, T, 3, H, W)
+        frames[:, 0] = first_frames   # the given frame, exactly (a float mean may round)
+        return frames
 
 
 def sanity_check(dataset, frame_size):
@@ -125,10 +127,11 @@ def main(args):
     started = time.time()
     csv_path = write_submission(save_root / "submission.csv", predictions)
     csv_seconds = time.time() - started
-    for name, seq, (_, labels) in zip(dataset.names, predictions, items):
-        save_gif(save_root / f"pred_seq{name}.gif", seq)
+    # Output names use the sequence's position, never a name read from the dataset.
+    for index, (seq, (_, labels)) in enumerate(zip(predictions, items)):
+        save_gif(save_root / f"pred_seq{index}.gif", seq)
         if args.make_gif:
-            save_comparison_gif(save_root / f"pred_seq{name}_with_label.gif", [labels, seq])
+            save_comparison_gif(save_root / f"pred_seq{index}_with_label.gif", [labels, seq])
     print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on {model.device}; "
           f"'{csv_path}' written in {csv_seconds:.1f} s; GIFs in '{save_root}'")
     if args.gt:

@@ -37,6 +37,12 @@ def atomic_save(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        kept = "the previous file is intact" if path.exists() else "nothing was written"
+        raise UserError(f"could not write '{path}' ({error.strerror or error}); {kept}. "
+                        "Free disk space (or fix permissions) and resume from the last "
+                        "checkpoint.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,6 +56,9 @@ def load_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():   # corrupt bytes, not a crafted object
+            raise UserError(f"'{path}' is not a readable checkpoint (corrupt or not made by "
+                            "torch.save); re-download or re-create it.") from None
         raise UserError(
             f"refusing to load '{path}': it holds objects other than tensors and plain "
             f"values, which could run code when unpickled ({str(error).splitlines()[0]}). "

@@ -1,0 +1,145 @@
+"""The submission file is exactly Kaggle's format and the scorer is the grader's metric."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import Tester
+import Trainer
+from conftest import TINY, run_cli
+from tools.score_submission import score
+from utils.errors import UserError
+from utils.metrics import grader_scores
+from utils.submission import read_submission, write_submission
+
+
+def five_sequences(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(630, 3, 32, 64, generator=g) for _ in range(5)]
+
+
+def test_csv_format(tmp_path):
+    sequences = five_sequences()
+    sequences[0][3] = 1.7        # out of range values are clipped, never written
+    sequences[0][4] = -0.2
+    path = write_submission(tmp_path / "submission.csv", sequences)
+    with open(path) as f:
+        header = f.readline().strip().split(",")
+        first = f.readline().strip().split(",")
+    assert header == ["id"] + [str(i) for i in range(6144)]
+    assert first[0] == "0" and len(first) == 6145
+    ids, rows = read_submission(path, expected_rows=3150)
+    assert ids.tolist() == list(range(3150)) and rows.shape == (3150, 6144)
+    assert rows.min() >= 0 and rows.max() <= 255
+    assert (rows[3] == 255).all() and (rows[4] == 0).all()
+    for i, seq in enumerate(sequences):          # row 630*i is the given first frame
+        expected = (seq[0].clamp(0, 1) * 255).round().to(torch.uint8).flatten().numpy()
+        assert np.array_equal(rows[630 * i], expected)
+
+
+def test_grader_metric_by_hand():
+    ids = np.arange(1260)                        # two sequences
+    true = np.zeros((1260, 6), dtype=np.int64)
+    pred = true.copy()
+    pred[0] = 200                                # frame 0 skipped
+    pred[601:630] = 200                          # frames 601..629 skipped
+    pred[1] = 10                                 # seq 0 frame 1: MSE 100 -> 28.13 dB
+    pred[631:1230, :3] = 1                       # seq 1 frames 1..599: MSE 0.5
+    result = grader_scores(pred, true, ids)
+    cap, psnr_100, psnr_half = 100.0, 10 * math.log10(255 ** 2 / 100), 10 * math.log10(255 ** 2 / 0.5)
+    seq0 = (psnr_100 + 599 * cap) / 600
+    seq1 = (599 * psnr_half + cap) / 600
+    assert result["per_sequence"][0] == pytest.approx(seq0)
+    assert result["per_sequence"][1] == pytest.approx(seq1)
+    assert result["score"] == pytest.approx((seq0 + seq1) / 2)
+    assert result["public"] == pytest.approx(result["score"]) and math.isnan(result["private"])
+
+
+def test_public_private_split_and_round_trip(tmp_path):
+    truth = five_sequences(1)
+    write_submission(tmp_path / "gt.csv", truth)
+    assert score(write_submission(tmp_path / "perfect.csv", truth), tmp_path / "gt.csv")["score"] == 100.0
+    noisy = [t.clone() for t in truth]
+    noisy[4] = (noisy[4] + 4 / 255).clamp(0, 1)   # only the private part changes
+    result = score(write_submission(tmp_path / "noisy.csv", noisy), tmp_path / "gt.csv")
+    assert result["public"] == 100.0 and result["private"] < 100.0
+    assert result["score"] == pytest.approx((3 * 100 + result["per_sequence"][3] +
+                                             result["per_sequence"][4]) / 5)
+
+
+def test_scorer_lists_every_problem(tmp_path):
+    bad = tmp_path / "bad.csv"
+    header = "id," + ",".join(map(str, range(6144)))
+    good_row = ",".join(["0"] * 6144)
+    bad.write_text("\n".join([header, "0," + good_row, "5," + good_row, "2," + ",".join(["300"] * 6144),
+                              "3,1,2", "4," + ",".join(["0.5"] * 6144)]) + "\n")
+    with pytest.raises(UserError) as error:
+        read_submission(bad, expected_rows=3150)
+    message = str(error.value)
+    for expected in ("outside 0..255", "without 6145 columns", "non-integer", "ids must run",
+                     "3150 rows expected"):
+        assert expected in message
+
+
+def tiny_model(**flags):
+    args = Trainer.parse_args(["--DR", "x", "--save_root", "y", *TINY,
+                               *[f for k, v in flags.items() for f in (f"--{k}", str(v))]])
+    torch.manual_seed(0)
+    return Tester.Test_model(args).eval()
+
+
+def test_batched_rollout_equals_one_sequence_at_a_time():
+    model = tiny_model()
+    first, labels = torch.rand(3, 3, 32, 64), torch.rand(3, 20, 3, 32, 64)
+    noise = torch.randn(3, 19, 4, 32, 64)
+    batched = model.rollout(first, labels, noise=noise, chunk=7)
+    for s in range(3):
+        alone = model.rollout(first[s:s + 1], labels[s:s + 1], noise=noise[s:s + 1])
+        torch.testing.assert_close(batched[s:s + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_is_deterministic_with_a_seed():
+    model = tiny_model()
+    first, labels = torch.rand(2, 3, 32, 64), torch.rand(2, 12, 3, 32, 64)
+    run = lambda seed: model.predict(first, labels, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
+
+
+def test_num_samples_averages_rollouts():
+    model = tiny_model()
+    first, labels = torch.rand(2, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
+    averaged = model.predict(first, labels, num_samples=3, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    samples = model.rollout(first.repeat(3, 1, 1, 1), labels.repeat(3, 1, 1, 1, 1), generator=g)
+    torch.testing.assert_close(averaged, samples.unflatten(0, (3, 2)).mean(0))
+    assert torch.equal(averaged[:, 0], first)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run, "--num_epoch", "1",
+            "--val_vi_len", "12", "--num_workers", "0", *TINY)
+    return run / "last.ckpt"
+
+
+def test_tester_cli_end_to_end(tiny_dataset, trained, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", out, "--ckpt_path", trained,
+                   "--make_gif", "--gt", tiny_dataset / "test_gt")
+    assert "score (grader's metric" in proc.stdout
+    ids, rows = read_submission(out / "submission.csv", expected_rows=3150)
+    for i in range(5):
+        assert (out / f"pred_seq{i}.gif").is_file() and (out / f"pred_seq{i}_with_label.gif").is_file()
+    scored = run_cli("tools/score_submission.py", out / "submission.csv", "--gt", tiny_dataset / "test_gt")
+    assert "public  (sequences 0-2)" in scored.stdout
+
+
+def test_tester_flags_that_contradict_the_checkpoint(tiny_dataset, trained, tmp_path):
+    proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", tmp_path, "--ckpt_path", trained,
+                   "--F_dim", "64", check=False)
+    assert proc.returncode != 0 and "--F_dim 64 (checkpoint: 16)" in proc.stderr
+    proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", tmp_path, "--ckpt_path", trained,
+                   "--frame_H", "64", check=False)
+    assert proc.returncode != 0 and "--frame_H 64 (checkpoint: 32)" in proc.stderr
