@@ -8,6 +8,7 @@ mean. Public = sequences 0-2, private = 3-4. A perfect frame (MSE 0) is
 capped at 100 dB.
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -40,8 +41,13 @@ def main(argv=None):
     parser.add_argument("submission", help="the submission.csv to check and score")
     parser.add_argument("--gt", required=True,
                         help="ground truth: a folder of <i>/frame<N>.png or a CSV")
+    parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
-    print(format_scores(score(args.submission, args.gt)))
+    result = score(args.submission, args.gt)
+    print(format_scores(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

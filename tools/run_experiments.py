@@ -1,0 +1,67 @@
+"""Train the three KL-annealing strategies (and optionally teacher-forcing
+variants) with one seed and budget, then draw the report's comparison figures.
+
+    python tools/run_experiments.py --DR <dataset> --out DIR [--budget EPOCHS]
+                                    [--teacher_forcing] [any Trainer.py flags]
+
+Each run is a real `python Trainer.py` in DIR/<name>; figures and summary.md
+go to DIR/figures (tools/compare_runs.py). A run whose folder already holds a
+complete metrics.csv is kept, so an interrupted sweep can simply be rerun.
+"""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.compare_runs import compare  # noqa: E402
+from utils.errors import exit_on_user_error  # noqa: E402
+from utils.runlog import read_metrics  # noqa: E402
+
+KL_RUNS = {"kl_cyclical": ["--kl_anneal_type", "Cyclical"],
+           "kl_monotonic": ["--kl_anneal_type", "Monotonic"],
+           "kl_none": ["--kl_anneal_type", "None"]}
+# Teacher forcing from the start, decaying to none by mid-budget, against none at all.
+TF_RUNS = {"tf_decay": lambda budget: ["--tfr", "1.0", "--tfr_sde", "0",
+                                       "--tfr_d_step", f"{min(1.0, 2.0 / budget):.4f}"],
+           "tf_off": lambda budget: ["--tfr", "0.0"]}
+
+
+def train(name, out, data, budget, flags, extra):
+    run_dir = out / name
+    if len(read_metrics(run_dir)) >= budget:
+        print(f"== {name}: already complete in {run_dir}, kept")
+        return run_dir
+    command = [sys.executable, str(ROOT / "Trainer.py"), "--DR", str(data),
+               "--save_root", str(run_dir), "--num_epoch", str(budget), *extra, *flags]
+    print(f"== {name}: {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, check=True)
+    return run_dir
+
+
+@exit_on_user_error
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--DR", required=True, help="dataset root")
+    parser.add_argument("--out", required=True, help="folder for the runs and figures/")
+    parser.add_argument("--budget", type=int, default=10, help="epochs per run")
+    parser.add_argument("--teacher_forcing", action="store_true",
+                        help="also compare teacher-forcing schedules (with the default KL type)")
+    args, trainer_flags = parser.parse_known_args(argv)
+    if args.budget <= 0:
+        parser.error(f"--budget must be positive, got {args.budget}")
+    out = Path(args.out)
+    runs = [train(name, out, args.DR, args.budget, flags, trainer_flags)
+            for name, flags in KL_RUNS.items()]
+    figures = compare(runs, out / "figures")
+    if args.teacher_forcing:
+        tf_runs = [train(name, out, args.DR, args.budget, make(args.budget), trainer_flags)
+                   for name, make in TF_RUNS.items()]
+        figures += compare(tf_runs, out / "figures_teacher_forcing")
+    print("figures:\n  " + "\n  ".join(map(str, figures)))
+
+
+if __name__ == "__main__":
+    main()
