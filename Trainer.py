@@ -38,6 +38,10 @@ MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "ou
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "explicit_flags")
 LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
+# Frames per call of the batched networks, by device type. On CPU a few frames at a
+# time keep the activations cache-resident (one call over the whole clip was slower);
+# devices not listed take the whole clip in one call.
+FRAME_CHUNK = {"cpu": 8}
 
 
 # --------------------------------------------------------------------------- flags
@@ -81,8 +85,10 @@ def get_args_parser():
     optim.add_argument("--batch_size", type=int, default=2,
                        help="clips per step per process: under torchrun the effective batch "
                        "is nproc x batch_size")
-    optim.add_argument("--lr", type=float, default=0.001, help="initial learning rate")
-    optim.add_argument("--optim", choices=["Adam", "AdamW"], default="Adam", help="optimizer")
+    optim.add_argument("--lr", type=float, default=0.003,
+                       help="initial learning rate (template: 0.001)")
+    optim.add_argument("--optim", choices=["Adam", "AdamW"], default="AdamW",
+                       help="optimizer (template: Adam)")
     optim.add_argument("--lr_scheduler", choices=["cosine", "multistep", "constant"],
                        default="cosine", help="per-epoch LR schedule; multistep is the "
                        "template's MultiStepLR([2, 5], 0.1)")
@@ -92,12 +98,17 @@ def get_args_parser():
     optim.add_argument("--device", default="auto",
                        help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
     optim.add_argument("--gpu", type=int, default=0, help="CUDA device index for --device cuda")
-    optim.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
-                       help="autocast precision (fp16 needs CUDA)")
+    optim.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="off",
+                       help="autocast precision; auto = bf16 where the device computes it "
+                       "natively (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), else off; "
+                       "fp16 needs CUDA")
+    optim.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False,
+                       help="keep convolution weights and activations channels-last (NHWC)")
     optim.add_argument("--compile", action="store_true", help="torch.compile the networks")
 
     tf = p.add_argument_group("teacher forcing")
-    tf.add_argument("--tfr", type=float, default=1.0, help="initial teacher-forcing ratio")
+    tf.add_argument("--tfr", type=float, default=0.0,
+                    help="initial teacher-forcing ratio (template: 1.0)")
     tf.add_argument("--tfr_sde", type=int, default=10, help="epoch where the ratio starts to decay")
     tf.add_argument("--tfr_d_step", type=float, default=0.1, help="ratio decay per epoch")
     tf.add_argument("--tf_mode", choices=["batch", "frame"], default="batch",
@@ -106,8 +117,8 @@ def get_args_parser():
                     help="stop gradients through the previous prediction")
 
     kl = p.add_argument_group("KL annealing")
-    kl.add_argument("--kl_anneal_type", type=kl_type, default="Cyclical",
-                    help="Cyclical, Monotonic or None (beta = 1)")
+    kl.add_argument("--kl_anneal_type", type=kl_type, default="None",
+                    help="Cyclical, Monotonic or None (beta = 1) (template: Cyclical)")
     kl.add_argument("--kl_anneal_cycle", type=int, default=10, help="cycles (Cyclical)")
     kl.add_argument("--kl_anneal_ratio", type=float, default=1.0,
                     help="fraction of a cycle spent rising")
@@ -250,6 +261,11 @@ class VAE_Model(nn.Module):
         self.Gaussian_Predictor = Gaussian_Predictor(args.F_dim + args.L_dim, args.N_dim)
         self.Decoder_Fusion = Decoder_Fusion(args.F_dim + args.L_dim + args.N_dim, args.D_out_dim)
         self.Generator = Generator(input_nc=args.D_out_dim, output_nc=3)
+        # The posterior starts at the prior (mu = 0, logvar = 0): the KL term starts at
+        # zero instead of dominating the first epoch, and the decoder learns from the
+        # start to render from the pose and the previous frame, not from z.
+        nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
+        nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
 
         optimizer = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
         self.optim = optimizer(self.parameters(), lr=args.lr)
@@ -284,6 +300,11 @@ class VAE_Model(nn.Module):
 
     def decode(self, prev_feature, label_feature, z):
         """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t)))."""
+        # z is sampled in fp32 and often (N)CHW: give it the features' dtype and
+        # layout so that the fusion's concatenation needs no format conversion.
+        layout = (torch.channels_last if label_feature.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format)
+        z = z.to(dtype=label_feature.dtype, memory_format=layout)
         return self.squash(self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z)))
 
     def posterior(self, frame_feature, label_feature, noise=None):
@@ -296,10 +317,15 @@ class VAE_Model(nn.Module):
         return mu + noise * torch.exp(0.5 * logvar), mu, logvar
 
     @staticmethod
-    def encode_clip(net, clip):
-        """Run a per-frame network over (B, T, C, H, W) as one batch of B*T frames."""
-        out = net(clip.flatten(0, 1))
-        return out.unflatten(0, clip.shape[:2])
+    def encode_clip(net, *clips, chunk=None):
+        """Apply a per-frame network to clips (N1, N2, C, H, W) -> (N1, N2, C', H, W),
+        ``chunk`` frames per call (all N1*N2 frames in one call when None)."""
+        frames = [clip.flatten(0, 1) for clip in clips]
+        if chunk is None or chunk >= len(frames[0]):
+            out = net(*frames)
+        else:
+            out = torch.cat([net(*parts) for parts in zip(*(f.split(chunk) for f in frames))])
+        return out.unflatten(0, clips[0].shape[:2])
 
     def forward(self, img, label, teacher_forcing, beta, noise=None):
         """Loss of one clip. img, label: (B, T, 3, H, W); teacher_forcing: a bool
@@ -308,35 +334,39 @@ class VAE_Model(nn.Module):
         Frames x_2..x_T are predicted. The ground-truth frames are encoded once:
         enc(x_t) feeds the posterior at t and, under teacher forcing, the
         decoder at t+1. Only the decoder is sequential, and only when a frame
-        is predicted from the model's own previous prediction.
+        is predicted from the model's own previous prediction. Features are
+        kept time-major, (T, B, ...), so every time step is a contiguous block.
         """
         B, T = img.shape[:2]
         steps = T - 1
         forcing = [bool(teacher_forcing)] * steps if isinstance(teacher_forcing, bool) \
             else list(teacher_forcing)
-        frame_feat = self.encode_clip(self.frame_transformation, img)        # (B, T, F, H, W)
-        label_feat = self.encode_clip(self.label_transformation, label[:, 1:])  # (B, T-1, L, H, W)
-        z, mu, logvar = self.posterior(
-            frame_feat[:, 1:].flatten(0, 1), label_feat.flatten(0, 1),
-            None if noise is None else noise.flatten(0, 1))                 # (B*(T-1), N, H, W)
-        z = z.to(label_feat.dtype).unflatten(0, (B, steps))
+        chunk = FRAME_CHUNK.get(img.device.type)
+        img_tb = img.transpose(0, 1)                                               # (T, B, 3, H, W)
+        frame_feat = self.encode_clip(self.frame_transformation, img_tb, chunk=chunk)  # (T, B, F, H, W)
+        # One call over the clip: the BatchNorm's batch statistics span all its frames.
+        label_feat = self.encode_clip(self.label_transformation,
+                                      label.transpose(0, 1)[1:])                 # (T-1, B, L, H, W)
+        eps = None if noise is None else noise.transpose(0, 1).flatten(0, 1)
+        z, mu, logvar = self.posterior(frame_feat[1:].flatten(0, 1), label_feat.flatten(0, 1),
+                                       eps)                                      # ((T-1)*B, N, H, W)
+        z = z.unflatten(0, (steps, B))                                           # (T-1, B, N, H, W)
 
         if all(forcing):
-            pred = self.decode(frame_feat[:, :-1].flatten(0, 1), label_feat.flatten(0, 1),
-                               z.flatten(0, 1)).unflatten(0, (B, steps))
+            pred = self.encode_clip(self.decode, frame_feat[:-1], label_feat, z, chunk=chunk)
         else:
             frames, prev = [], None
             for t in range(steps):
                 if forcing[t] or prev is None:
-                    prev_feat = frame_feat[:, t]
+                    prev_feat = frame_feat[t]
                 else:
                     prev_feat = self.frame_transformation(
                         prev.detach() if self.args.detach_prev else prev)
-                prev = self.decode(prev_feat, label_feat[:, t], z[:, t])
+                prev = self.decode(prev_feat, label_feat[t], z[t])
                 frames.append(prev)
-            pred = torch.stack(frames, dim=1)                                # (B, T-1, 3, H, W)
+            pred = torch.stack(frames)                                           # (T-1, B, 3, H, W)
 
-        mse = F.mse_loss(pred.float(), img[:, 1:].float())
+        mse = F.mse_loss(pred.float(), img_tb[1:].float())
         kl = kl_divergence(mu, logvar, self.args.kl_reduction)
         return mse + beta * kl, mse.detach(), kl.detach()
 
@@ -600,11 +630,28 @@ def prepare_save_root(path):
     return path
 
 
+def resolve_amp(amp, device):
+    """--amp auto -> bf16 where the device has native bf16 arithmetic, else off."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    elif device.type == "cpu":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    else:
+        native = False
+    return "bf16" if native else "off"
+
+
 def build_model(args, dist=None, ckpt=None, source=None):
     torch.manual_seed(args.seed)
-    model = VAE_Model(args, dist).to(dist.device if dist else "cpu")
+    device = dist.device if dist else torch.device("cpu")
+    args.amp = resolve_amp(args.amp, device)
+    model = VAE_Model(args, dist).to(device)
     if ckpt is not None:
         model.load_checkpoint(ckpt, source)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     if args.compile:
         for name in ("frame_transformation", "label_transformation", "Gaussian_Predictor",
                      "Decoder_Fusion", "Generator"):

@@ -27,7 +27,8 @@ def restore_signals():
 
 # --------------------------------------------------------------------------- schedules
 def test_cyclical_beta_matches_the_issue_example():
-    args = args_for("--num_epoch", "20", "--kl_anneal_cycle", "2", "--kl_anneal_ratio", "0.5")
+    args = args_for("--num_epoch", "20", "--kl_anneal_type", "Cyclical", "--kl_anneal_cycle", "2",
+                    "--kl_anneal_ratio", "0.5")
     betas = [Trainer.kl_annealing(args, e).get_beta() for e in range(20)]
     one_cycle = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert betas == pytest.approx(one_cycle + one_cycle)
@@ -44,7 +45,8 @@ def test_monotonic_and_none_beta():
 
 
 def test_beta_after_resume_equals_uninterrupted():
-    args = args_for("--num_epoch", "30", "--kl_anneal_cycle", "3", "--kl_anneal_ratio", "0.7")
+    args = args_for("--num_epoch", "30", "--kl_anneal_type", "Cyclical", "--kl_anneal_cycle", "3",
+                    "--kl_anneal_ratio", "0.7")
     running = Trainer.kl_annealing(args, current_epoch=0)
     for epoch in range(30):
         assert Trainer.kl_annealing(args, current_epoch=epoch).get_beta() == running.get_beta()

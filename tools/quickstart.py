@@ -24,9 +24,13 @@ from utils.runtime import resolve_device  # noqa: E402
 # Chosen by measurement on 2 CPU cores (README, "Quality"): small dims, no
 # teacher forcing, a short clip of the synthetic set per epoch.
 CPU_RECIPE = ["--F_dim", "32", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "48",
-              "--num_epoch", "12", "--partial", "0.1"]
+              "--batch_size", "4", "--train_vi_len", "8", "--num_epoch", "8", "--partial", "0.1"]
 # On a GPU the template's dims train quickly; more epochs buy PSNR.
 GPU_RECIPE = ["--num_epoch", "30", "--partial", "0.5"]
+# --smoke: the same pipeline on a tiny set with tiny dims, in about a minute.
+SMOKE_DATA = ["--train_frames", "192", "--val_frames", "40", "--size", "64x32"]
+SMOKE_RECIPE = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24",
+                "--num_epoch", "1", "--val_vi_len", "20"]
 
 
 def step(title, command):
@@ -42,13 +46,18 @@ def main(argv=None):
     parser.add_argument("--data", default="data/synthetic",
                         help="synthetic dataset folder (generated there if missing)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny data and dims: checks the pipeline in about a minute")
     args, trainer_flags = parser.parse_known_args(argv)
     out, data = Path(args.out).resolve(), Path(args.data).resolve()
     device = resolve_device(args.device)
     recipe = GPU_RECIPE if device.type == "cuda" else CPU_RECIPE
+    if args.smoke:
+        recipe = SMOKE_RECIPE
     started = time.time()
 
     step("1/4 synthetic dataset", ["tools/synthetic_dance.py", "--out", data,
+                                   *(SMOKE_DATA if args.smoke else []),
                                    "--preview", out / "dataset_preview.png"])
     step("2/4 training", ["Trainer.py", "--DR", data, "--save_root", out / "train",
                           "--device", args.device, *recipe, *trainer_flags])

@@ -1,0 +1,59 @@
+"""The one-command pipeline and the report tools work as a user runs them."""
+import csv
+
+from conftest import TINY, run_cli
+from tools.compare_runs import compare, distinguishing_labels
+from utils.plots import load_run
+from utils.runlog import METRIC_COLUMNS, write_args, write_frame_psnr
+
+
+def fake_run(folder, kl_type, psnr_offset):
+    folder.mkdir(parents=True)
+    write_args(folder, {"kl_anneal_type": kl_type, "tfr": 1.0, "lr": 0.001})
+    with (folder / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        for epoch in range(4):
+            writer.writerow(dict(epoch=epoch, lr=1e-3, tfr=1.0, tf_on_frac=1.0, beta=epoch / 3,
+                                 train_loss=0.1 / (epoch + 1), train_mse=0.05 / (epoch + 1),
+                                 train_kl=10.0, val_loss=0.01, val_psnr=20 + epoch + psnr_offset,
+                                 best_val_psnr=20 + epoch + psnr_offset, epoch_seconds=1.0))
+            write_frame_psnr(folder, epoch, [30 - 0.01 * k for k in range(629)])
+    return folder
+
+
+def test_compare_runs_draws_every_figure_with_labels_from_args(tmp_path):
+    runs = [fake_run(tmp_path / n, kl, i) for i, (n, kl) in
+            enumerate([("a", "Cyclical"), ("b", "Monotonic"), ("c", "None")])]
+    assert distinguishing_labels([load_run(r) for r in runs]) == ["Cyclical", "Monotonic", "None"]
+    written = compare(runs, tmp_path / "figures")
+    names = {p.name for p in written}
+    assert names == {"loss.png", "teacher_forcing.png", "val_psnr.png", "psnr_per_frame.png",
+                     "summary.md"}
+    assert all(p.stat().st_size > 10_000 for p in written if p.suffix == ".png")
+    summary = (tmp_path / "figures" / "summary.md").read_text()
+    assert "| c | None | 4 |" in summary and "25" in summary       # best val PSNR of run c
+
+
+def test_compare_runs_cli_rejects_folders_without_metrics(tmp_path):
+    proc = run_cli("tools/compare_runs.py", tmp_path, "--out", tmp_path / "f", check=False)
+    assert proc.returncode != 0 and "no metrics.csv" in proc.stderr
+
+
+def test_run_experiments_trains_three_kl_strategies(tiny_dataset, tmp_path):
+    out = tmp_path / "exp"
+    run_cli("tools/run_experiments.py", "--DR", tiny_dataset, "--out", out, "--budget", "1",
+            "--val_vi_len", "8", "--num_workers", "0", "--device", "cpu", *TINY)
+    for name in ("kl_cyclical", "kl_monotonic", "kl_none"):
+        assert (out / name / "metrics.csv").is_file()
+    summary = (out / "figures" / "summary.md").read_text()
+    assert all(label in summary for label in ("Cyclical", "Monotonic", "None"))
+    assert (out / "figures" / "loss.png").is_file()
+
+
+def test_quickstart_smoke(tmp_path):
+    proc = run_cli("tools/quickstart.py", "--smoke", "--out", tmp_path / "q",
+                   "--data", tmp_path / "data", "--device", "cpu", timeout=600)
+    assert "test score" in proc.stdout and "submission" in proc.stdout
+    assert (tmp_path / "q" / "test" / "submission.csv").is_file()
+    assert (tmp_path / "q" / "train" / "plots" / "loss.png").is_file()
