@@ -38,10 +38,10 @@ MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "ou
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "explicit_flags")
 LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
-# Frames per call of the batched networks, by device type. On CPU, fp32 calls over a
-# whole 2x16-frame clip were ~12% slower than calls of 8 frames (each activation then
-# exceeds 32 MB, which glibc serves with fresh, page-faulting mmaps); in bf16 the two
-# tie. Device types not listed take the whole clip in one call.
+# Frames per call of the batched networks, by device type. Measured on a 2-core CPU at
+# the default dims: in fp32 one call over a whole 2x16-frame clip was 12-15% slower
+# than calls of 8 frames (it moves more memory than it saves in calls); in bf16 the
+# two tie within 3%. Device types not listed take the whole clip in one call.
 FRAME_CHUNK = {"cpu": 8}
 
 
@@ -344,15 +344,16 @@ class VAE_Model(nn.Module):
         forcing = [bool(teacher_forcing)] * steps if isinstance(teacher_forcing, bool) \
             else list(teacher_forcing)
         chunk = FRAME_CHUNK.get(img.device.type)
-        img_tb = img.transpose(0, 1)                                               # (T, B, 3, H, W)
-        frame_feat = self.encode_clip(self.frame_transformation, img_tb, chunk=chunk)  # (T, B, F, H, W)
+        img_tb = img.transpose(0, 1)                                      # (T, B, 3, H, W)
+        frame_feat = self.encode_clip(self.frame_transformation, img_tb,
+                                      chunk=chunk)                        # (T, B, F, H, W)
         # One call over the clip: the BatchNorm's batch statistics span all its frames.
         label_feat = self.encode_clip(self.label_transformation,
-                                      label.transpose(0, 1)[1:])                 # (T-1, B, L, H, W)
+                                      label.transpose(0, 1)[1:])          # (T-1, B, L, H, W)
         eps = None if noise is None else noise.transpose(0, 1).flatten(0, 1)
         z, mu, logvar = self.posterior(frame_feat[1:].flatten(0, 1), label_feat.flatten(0, 1),
-                                       eps)                                      # ((T-1)*B, N, H, W)
-        z = z.unflatten(0, (steps, B))                                           # (T-1, B, N, H, W)
+                                       eps)                               # ((T-1)*B, N, H, W)
+        z = z.unflatten(0, (steps, B))                                    # (T-1, B, N, H, W)
 
         if all(forcing):
             pred = self.encode_clip(self.decode, frame_feat[:-1], label_feat, z, chunk=chunk)
@@ -366,7 +367,7 @@ class VAE_Model(nn.Module):
                         prev.detach() if self.args.detach_prev else prev)
                 prev = self.decode(prev_feat, label_feat[t], z[t])
                 frames.append(prev)
-            pred = torch.stack(frames)                                           # (T-1, B, 3, H, W)
+            pred = torch.stack(frames)                                    # (T-1, B, 3, H, W)
 
         mse = F.mse_loss(pred.float(), img_tb[1:].float())
         kl = kl_divergence(mu, logvar, self.args.kl_reduction)
@@ -395,7 +396,7 @@ class VAE_Model(nn.Module):
                     # Time-major, so each step's features are one contiguous block.
                     label_feat = self.encode_clip(
                         self.label_transformation,
-                        labels[:, t:t + chunk].transpose(0, 1))                  # (chunk, B, L, H, W)
+                        labels[:, t:t + chunk].transpose(0, 1))           # (chunk, B, L, H, W)
                 if noise is not None:
                     z = noise[:, t - 1]
                 elif prior == "zero":
