@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from dataloader import DanceTestSequences, list_images
-from Trainer import (MODEL_FLAGS, VAE_Model, get_args_parser, merge_checkpoint_args, parse_args,
-                     prepare_save_root, validate_args)
+from Trainer import (MODEL_FLAGS, VAE_Model, apply_runtime_options, get_args_parser,
+                     merge_checkpoint_args, parse_args, prepare_save_root, validate_args)
 from utils.checkpoint import check_dims, is_template_checkpoint, load_checkpoint
 from utils.errors import UserError, exit_on_user_error
 from utils.media import save_comparison_gif, save_gif
@@ -95,7 +95,8 @@ def load_test_model(args):
     check_dims(ckpt["state_dict"], args, args.ckpt_path)
     model = Test_model(args)
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(resolve_device(args.device, args.gpu)).eval()
+    model.to(resolve_device(args.device, args.gpu))
+    return apply_runtime_options(model, args).eval()
 
 
 @exit_on_user_error

@@ -2,10 +2,11 @@
 
     python Trainer.py --DR <dataset> --save_root <dir> [--fast_train]
 
-Reads top to bottom: flags, schedules (pure functions of the epoch), the model
+Reads top to bottom: flags, schedules (pure functions of epoch and step), the model
 (one-frame prediction, clip loss, rollout), the training loop, main().
 """
 import argparse
+import functools
 import math
 import random
 import signal
@@ -24,6 +25,7 @@ from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder
 from utils import runlog
 from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, is_template_checkpoint,
                               load_checkpoint, plain_args)
+from utils.cli import HelpFormatter, progress_bar
 from utils.errors import UserError, exit_on_user_error
 from utils.media import save_comparison_gif
 from utils.metrics import psnr_per_frame
@@ -38,6 +40,10 @@ MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "ou
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "explicit_flags")
 LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
+# Adam's first steps move every weight by about lr whatever its gradient: at the
+# default dims the KL jumped to 0.17 at step 1 with lr 1e-3 (and to 6, then NaN,
+# with lr 3e-3). A linear warm-up keeps those first steps small.
+WARMUP_STEPS = 100
 # Frames per call of the batched networks, by device type. Measured on a 2-core CPU at
 # the default dims: in fp32 one call over a whole 2x16-frame clip was 12-15% slower
 # than calls of 8 frames (it moves more memory than it saves in calls); in bf16 the
@@ -56,7 +62,7 @@ def kl_type(value):
 
 def get_args_parser():
     p = argparse.ArgumentParser(description="Train the Lab 4 conditional VAE.", allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--DR", required=True, help="dataset root (train/, val/, test/ inside)")
     data.add_argument("--save_root", required=True, help="folder for checkpoints, logs, plots")
@@ -86,24 +92,27 @@ def get_args_parser():
     optim.add_argument("--batch_size", type=int, default=2,
                        help="clips per step per process: under torchrun the effective batch "
                        "is nproc x batch_size")
-    optim.add_argument("--lr", type=float, default=0.003,
-                       help="initial learning rate (template: 0.001)")
+    optim.add_argument("--lr", type=float, default=0.001,
+                       help="peak learning rate; at the default dims 3e-3 diverges, while "
+                       "small models (the quickstart's) do best with 3e-3")
     optim.add_argument("--optim", choices=["Adam", "AdamW"], default="AdamW",
                        help="optimizer (template: Adam)")
     optim.add_argument("--lr_scheduler", choices=["cosine", "multistep", "constant"],
                        default="cosine", help="per-epoch LR schedule; multistep is the "
                        "template's MultiStepLR([2, 5], 0.1)")
+    optim.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS,
+                       help="raise the LR linearly over the first N optimizer steps (0: off)")
     optim.add_argument("--num_epoch", type=int, default=70, help="number of epochs")
     optim.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clip")
     optim.add_argument("--seed", type=int, default=0, help="random seed")
     optim.add_argument("--device", default="auto",
                        help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
     optim.add_argument("--gpu", type=int, default=0, help="CUDA device index for --device cuda")
-    optim.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="off",
+    optim.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                        help="autocast precision; auto = bf16 where the device computes it "
                        "natively (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), else off; "
                        "fp16 needs CUDA")
-    optim.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False,
+    optim.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                        help="keep convolution weights and activations channels-last (NHWC)")
     optim.add_argument("--compile", action="store_true", help="torch.compile the networks")
 
@@ -163,10 +172,18 @@ def validate_args(args):
             raise UserError(f"--{name} must lie in (0, 1], got {getattr(args, name)}.")
     if args.kl_anneal_ratio <= 0:
         raise UserError(f"--kl_anneal_ratio must be > 0, got {args.kl_anneal_ratio}.")
+    if args.kl_anneal_type == "Cyclical" and args.kl_anneal_cycle > args.num_epoch / 2:
+        # A cycle shorter than 2 epochs restarts at beta = 0 every epoch: no annealing.
+        fit = (f"at most {args.num_epoch // 2} fit" if args.num_epoch >= 2
+               else "Cyclical needs --num_epoch 2 or more")
+        raise UserError(f"--kl_anneal_cycle {args.kl_anneal_cycle} is too many cycles for "
+                        f"--num_epoch {args.num_epoch}: each cycle needs at least 2 epochs, "
+                        f"or beta is 0 in every epoch; {fit}.")
     if args.lr <= 0 or args.grad_clip <= 0:
         raise UserError("--lr and --grad_clip must be > 0.")
-    if args.num_workers < 0 or args.fast_train_epoch < 0 or args.tfr_sde < 0:
-        raise UserError("--num_workers, --fast_train_epoch and --tfr_sde must be >= 0.")
+    for name in ("num_workers", "fast_train_epoch", "tfr_sde", "warmup_steps"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}.")
 
 
 def merge_checkpoint_args(args, saved, overridable=()):
@@ -239,6 +256,15 @@ def lr_factor(args, epoch):
     return 1.0
 
 
+def warmup_factor(args, step):
+    """Multiplier of the LR at an optimizer step (counted over the whole run)."""
+    return min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps > 0 else 1.0
+
+
+def learning_rate(args, epoch, step):
+    return args.lr * lr_factor(args, epoch) * warmup_factor(args, step)
+
+
 def kl_divergence(mu, logvar, reduction="sum"):
     """Analytic KL(N(mu, exp(logvar)) || N(0, I)) per frame, averaged over frames.
 
@@ -289,7 +315,8 @@ class VAE_Model(nn.Module):
         return next(self.parameters()).device
 
     def autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.args.amp)
+        precision = resolve_amp(self.args.amp, self.device.type)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # One path for a frame: every prediction (training, validation, test) uses it.
@@ -389,7 +416,7 @@ class VAE_Model(nn.Module):
         out[:, 0] = first_frame
         prev = first_frame
         z_shape = (B, self.args.N_dim, *first_frame.shape[-2:])
-        steps = tqdm(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
+        steps = progress_bar(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
         with self.autocast():
             for t in steps:
                 if (t - 1) % chunk == 0:
@@ -426,6 +453,8 @@ class VAE_Model(nn.Module):
                 f"(loss {values[0]}, MSE {values[1]}, KL {values[2]}, grad norm {values[3]}). "
                 "Stopped before the update; the last good checkpoint is intact. "
                 "Try a lower --lr, --amp off, or --kl_reduction mean.")
+        for group in self.optim.param_groups:
+            group["lr"] = learning_rate(self.args, self.current_epoch, self.global_step)
         self.scaler.step(self.optim)
         self.scaler.update()
         self.global_step += 1
@@ -485,7 +514,7 @@ class VAE_Model(nn.Module):
         loader = self.train_dataloader(dataset, epoch)
         self.train()
         totals, tf_on, batches = [0.0, 0.0, 0.0], 0.0, 0
-        bar = tqdm(loader, desc=f"train {epoch}", disable=not self.is_main, leave=False)
+        bar = progress_bar(loader, desc=f"train {epoch}", disable=not self.is_main, leave=False)
         for img, label in bar:
             img = img.to(self.device, non_blocking=True)
             label = label.to(self.device, non_blocking=True)
@@ -611,7 +640,8 @@ class VAE_Model(nn.Module):
             return
         self.optim.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"] and self.scaler.is_enabled():   # empty unless trained in fp16
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.current_epoch = int(ckpt["last_epoch"]) + 1
         # The LR is a function of the epoch: recompute it, since --lr or
         # --num_epoch may differ from the run that wrote the checkpoint.
@@ -636,32 +666,42 @@ def prepare_save_root(path):
     return path
 
 
-def resolve_amp(amp, device):
-    """--amp auto -> bf16 where the device has native bf16 arithmetic, else off."""
+@functools.lru_cache
+def resolve_amp(amp, device_type):
+    """--amp auto -> bf16 where the device type has native bf16 arithmetic, else off.
+
+    args keep the requested value, so a checkpoint trained with auto runs in
+    bf16 where that is native and in fp32 elsewhere (an old GPU, a laptop CPU).
+    """
     if amp != "auto":
         return amp
-    if device.type == "cuda":
+    if device_type == "cuda":
         native = torch.cuda.is_bf16_supported(including_emulation=False)
-    elif device.type == "cpu":
+    elif device_type == "cpu":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     else:
         native = False
     return "bf16" if native else "off"
 
 
-def build_model(args, dist=None, ckpt=None, source=None):
-    torch.manual_seed(args.seed)
-    device = dist.device if dist else torch.device("cpu")
-    args.amp = resolve_amp(args.amp, device)
-    model = VAE_Model(args, dist).to(device)
-    if ckpt is not None:
-        model.load_checkpoint(ckpt, source)
+def apply_runtime_options(model, args):
+    """--channels_last and --compile: how the networks run, not what they compute."""
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.compile:
         for name in ("frame_transformation", "label_transformation", "Gaussian_Predictor",
                      "Decoder_Fusion", "Generator"):
             getattr(model, name).compile()
+    return model
+
+
+def build_model(args, dist=None, ckpt=None, source=None):
+    torch.manual_seed(args.seed)
+    device = dist.device if dist else torch.device("cpu")
+    model = VAE_Model(args, dist).to(device)
+    if ckpt is not None:
+        model.load_checkpoint(ckpt, source)
+    apply_runtime_options(model, args)
     if dist is not None and dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
         object.__setattr__(model, "engine", DistributedDataParallel(

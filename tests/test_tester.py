@@ -143,3 +143,14 @@ def test_tester_flags_that_contradict_the_checkpoint(tiny_dataset, trained, tmp_
     proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", tmp_path, "--ckpt_path", trained,
                    "--frame_H", "64", check=False)
     assert proc.returncode != 0 and "--frame_H 64 (checkpoint: 32)" in proc.stderr
+
+
+def test_tester_runs_the_networks_as_asked(trained, tmp_path):
+    """Channels-last comes from the checkpoint's run, and a typed flag overrides it."""
+    tester = lambda *flags: Tester.load_test_model(Trainer.parse_args(  # noqa: E731
+        ["--DR", "unused", "--save_root", str(tmp_path), "--ckpt_path", str(trained), *flags],
+        Tester.get_tester_parser()))
+    weight = lambda model: model.frame_transformation[0].conv1.weight  # noqa: E731
+    assert weight(tester()).is_contiguous(memory_format=torch.channels_last)
+    assert not weight(tester("--no-channels_last")).is_contiguous(
+        memory_format=torch.channels_last)

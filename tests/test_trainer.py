@@ -74,6 +74,18 @@ def test_lr_schedules():
         [1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4)])
 
 
+
+def test_warmup_ramps_the_lr_of_each_optimizer_step():
+    args = args_for("--lr", "0.002", "--warmup_steps", "4", "--lr_scheduler", "constant")
+    assert [Trainer.learning_rate(args, 0, s) for s in range(6)] == pytest.approx(
+        [0.0005, 0.001, 0.0015, 0.002, 0.002, 0.002])
+    assert Trainer.learning_rate(args_for("--warmup_steps", "0"), 0, 0) == pytest.approx(0.001)
+    model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.002", "--warmup_steps", "4"))
+    clip = torch.rand(1, 3, 3, 32, 64)
+    for step in range(3):
+        model.training_one_step(clip, clip, True)
+        assert model.optim.param_groups[0]["lr"] == pytest.approx(0.0005 * (step + 1))
+
 # --------------------------------------------------------------------------- loss pieces
 def test_analytic_kl_matches_monte_carlo():
     torch.manual_seed(0)
@@ -110,7 +122,7 @@ def test_output_activation_keeps_predictions_in_unit_range():
 def test_a_few_steps_on_one_batch_reduce_the_loss():
     """A learnable target (each frame is its pose image): the loss must fall."""
     torch.manual_seed(0)
-    model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.001"))
+    model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.001", "--warmup_steps", "0"))
     label = torch.rand(2, 4, 3, 32, 64)
     losses = [model.training_one_step(label.clone(), label, True)[0] for _ in range(30)]
     assert sum(losses[-5:]) / 5 < 0.9 * losses[0]
@@ -165,6 +177,22 @@ def test_checkpoint_round_trip(tmp_path):
     exp_avg = lambda m: m.optim.state_dict()["state"][0]["exp_avg"]  # noqa: E731
     assert torch.equal(exp_avg(model), exp_avg(clone))
 
+
+
+def test_checkpoint_keeps_the_requested_precision(tmp_path):
+    """--amp auto is stored as "auto", so a checkpoint trained in bf16 on one device
+    runs in fp32 on a device without native bf16, and --amp off really is fp32."""
+    args = args_for(*TINY, "--save_root", str(tmp_path))
+    assert args.amp == "auto" and args.channels_last
+    model = Trainer.build_model(args)
+    model.save(tmp_path / "a.ckpt")
+    assert load_checkpoint(tmp_path / "a.ckpt")["args"]["amp"] == "auto"
+    assert Trainer.resolve_amp("auto", "mps") == "off"
+    assert Trainer.resolve_amp("auto", "cpu") in ("bf16", "off")
+    for amp, enabled in (("off", False), ("bf16", True)):
+        model.args.amp = amp
+        with model.autocast():
+            assert torch.is_autocast_enabled("cpu") == enabled
 
 def test_template_checkpoint_loads_its_weights(tmp_path, capsys):
     source = Trainer.VAE_Model(args_for(*TINY))
@@ -247,7 +275,9 @@ def test_cli_rejects_bad_flags_without_traceback(tiny_dataset, tmp_path):
     cases = [(["--num_epoch", "0"], "--num_epoch"), (["--batch_size", "-1"], "--batch_size"),
              (["--train_vi_len", "0"], "--train_vi_len"), (["--tfr", "1.5"], "--tfr"),
              (["--kl_anneal_ratio", "0"], "--kl_anneal_ratio"),
-             (["--kl_anneal_type", "Linear"], "kl_anneal_type")]
+             (["--kl_anneal_type", "Linear"], "kl_anneal_type"),
+             (["--warmup_steps", "-1"], "--warmup_steps"),
+             (["--kl_anneal_type", "Cyclical", "--num_epoch", "4"], "at most 2 fit")]
     for flags, name in cases:
         proc = run_cli("Trainer.py", *train_args(tiny_dataset, tmp_path / "r", *flags), check=False)
         assert proc.returncode != 0 and name in proc.stderr, flags

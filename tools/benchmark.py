@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, DanceTestSequences  # noqa: E402
 from tools.synthetic_dance import generate_dataset  # noqa: E402
+from utils.cli import HelpFormatter  # noqa: E402
 from utils.runtime import Distributed, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
@@ -191,7 +192,7 @@ def cpu_name():
 
 
 def bf16_native(device):
-    return Trainer.resolve_amp("auto", device) == "bf16"
+    return Trainer.resolve_amp("auto", device.type) == "bf16"
 
 
 def counted_flops(fn):
@@ -203,7 +204,7 @@ def counted_flops(fn):
 # --------------------------------------------------------------------------- benchmark
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                formatter_class=HelpFormatter,
                                 epilog="Other flags go to Trainer.py's parser (model dims, "
                                 "--amp, --channels_last, --compile, ...).")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -236,7 +237,11 @@ def parse(argv=None):
 def build_models(project_flags, device):
     """The project's model as Trainer.py builds it (its defaults plus the given
     flags), and the naive reference: the same weights in fp32, NCHW, eager."""
-    args = Trainer.parse_args(["--DR", "unused", "--save_root", "unused", *project_flags])
+    # Speed does not depend on the step size; a tiny one keeps dozens of steps on
+    # the same batch finite (at the default lr they can diverge, as in the first
+    # steps of a real run).
+    args = Trainer.parse_args(["--DR", "unused", "--save_root", "unused", "--lr", "1e-6",
+                               *project_flags])
     Trainer.validate_args(args)
     model = Trainer.build_model(args, Distributed(device=device))
     ref_args = copy.copy(args)
@@ -262,7 +267,7 @@ def run(opts, project_flags):
         dims=dict(F_dim=args.F_dim, L_dim=args.L_dim, N_dim=args.N_dim, D_out_dim=args.D_out_dim,
                   frame_H=args.frame_H, frame_W=args.frame_W),
         batch_size=opts.batch_size, clip_len=opts.clip_len,
-        settings=dict(amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+        settings=dict(amp=Trainer.resolve_amp(args.amp, device.type), channels_last=args.channels_last, compile=args.compile,
                       frame_chunk=Trainer.FRAME_CHUNK.get(device.type),
                       project_flags=project_flags, quick=opts.quick),
         repeats=opts.repeats, rollout_repeats=opts.rollout_repeats)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.cli import HelpFormatter  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.plots import load_run, plot_runs  # noqa: E402
 
@@ -67,7 +68,8 @@ def compare(run_dirs, out, labels=None):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (Trainer.py --save_root)")
     parser.add_argument("--out", required=True, help="folder for the figures and summary.md")
     parser.add_argument("--labels", nargs="+", default=None,

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools.compare_runs import compare  # noqa: E402
+from utils.cli import HelpFormatter  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 
@@ -34,8 +35,12 @@ def train(name, out, data, budget, flags, extra):
     if len(read_metrics(run_dir)) >= budget:
         print(f"== {name}: already complete in {run_dir}, kept")
         return run_dir
+    # Cycles of about 4 epochs (the template's 10 cycles of 7 over 70 epochs
+    # at full budget); a --kl_anneal_cycle among the trainer flags wins.
+    cycles = min(10, max(1, budget // 4))
     command = [sys.executable, str(ROOT / "Trainer.py"), "--DR", str(data),
-               "--save_root", str(run_dir), "--num_epoch", str(budget), *extra, *flags]
+               "--save_root", str(run_dir), "--num_epoch", str(budget),
+               "--kl_anneal_cycle", str(cycles), *extra, *flags]
     print(f"== {name}: {' '.join(command[1:])}", flush=True)
     subprocess.run(command, check=True)
     return run_dir
@@ -43,15 +48,17 @@ def train(name, out, data, budget, flags, extra):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--DR", required=True, help="dataset root")
     parser.add_argument("--out", required=True, help="folder for the runs and figures/")
     parser.add_argument("--budget", type=int, default=10, help="epochs per run")
     parser.add_argument("--teacher_forcing", action="store_true",
                         help="also compare teacher-forcing schedules (with the default KL type)")
     args, trainer_flags = parser.parse_known_args(argv)
-    if args.budget <= 0:
-        parser.error(f"--budget must be positive, got {args.budget}")
+    if args.budget < 2:
+        parser.error(f"--budget must be at least 2 epochs (a KL schedule needs 2 to rise), "
+                     f"got {args.budget}")
     out = Path(args.out)
     runs = [train(name, out, args.DR, args.budget, flags, trainer_flags)
             for name, flags in KL_RUNS.items()]
