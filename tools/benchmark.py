@@ -124,18 +124,28 @@ def _proc_status_mb(field):
     return float("nan")
 
 
-def measure(fn, device):
-    """(seconds, peak MB) of one call of fn. The peak is the memory above the start:
-    on CUDA the allocator's peak above what was allocated before; on CPU the
-    resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs)
-    above the resident set before. The resets happen before the clock starts."""
+def timed(fn, device):
+    """Seconds of one call of fn (the device synchronised at both ends)."""
+    synchronize(device)
+    started = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def peak_memory_mb(fn, device):
+    """Peak memory of one call of fn above what was in use before it: on CUDA the
+    allocator's peak; on CPU the resident-set high-water mark (VmHWM, reset
+    through /proc/self/clear_refs) after handing freed heap back to the OS.
+    Never combined with timing: the reset makes the next call fault its memory
+    in afresh, which a training loop that reuses its buffers never pays."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     else:
-        try:   # hand freed heap back to the OS so the resident set starts low
+        try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except OSError:
             pass
@@ -144,28 +154,21 @@ def measure(fn, device):
             before = _proc_status_mb("VmRSS")
         except OSError:
             before = float("nan")
-    started = time.perf_counter()
     fn()
     synchronize(device)
-    seconds = time.perf_counter() - started
     if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    else:
-        peak = _proc_status_mb("VmHWM") - before
-    return seconds, peak
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    return _proc_status_mb("VmHWM") - before
 
 
-def interleaved(variants, repeats, device, warmup=1):
-    """Run {name: fn} round-robin: ``warmup`` untimed rounds, then ``repeats`` timed
-    ones. Returns ({name: [seconds, ...]}, {name: largest peak MB})."""
+def interleaved(variants, repeats, device):
+    """Run {name: fn} round-robin: one warm-up round that measures peak memory,
+    then ``repeats`` timed rounds. Returns ({name: [seconds, ...]}, {name: peak MB})."""
+    peaks = {name: peak_memory_mb(fn, device) for name, fn in variants.items()}
     times = {name: [] for name in variants}
-    peaks = {name: 0.0 for name in variants}
-    for round_ in range(warmup + repeats):
+    for _ in range(repeats):
         for name, fn in variants.items():
-            seconds, peak = measure(fn, device)
-            if round_ >= warmup:
-                times[name].append(seconds)
-                peaks[name] = max(peaks[name], peak)
+            times[name].append(timed(fn, device))
     return times, peaks
 
 
@@ -346,21 +349,17 @@ def run(opts, project_flags):
         def reference_rollout(s, frames=L):
             naive_rollout(reference, first[s:s + 1], labels[s:s + 1, :frames], generator=generator)
 
-        print("warming up the rollouts ...")
-        project_rollout(4)
-        reference_rollout(0, 4)
+        print("warming up the rollouts (and measuring their peak memory) ...")
+        peaks = {"project": peak_memory_mb(project_rollout, device),
+                 "naive": peak_memory_mb(lambda: reference_rollout(0), device)}
         # The naive loop handles one sequence at a time, so each round times the
         # project's rollout of all S sequences and the naive rollout of one of them
         # (in turn); the naive total is S times its median per sequence.
         print(f"timing rollouts of {S} x {L} frames ({opts.rollout_repeats} rounds) ...")
         t = {"project": [], "naive_per_sequence": []}
-        peaks = {"project": 0.0, "naive": 0.0}
         for round_ in range(opts.rollout_repeats):
-            for name, fn in (("project", project_rollout),
-                             ("naive", lambda: reference_rollout(round_ % S))):
-                seconds, peak = measure(fn, device)
-                t["project" if name == "project" else "naive_per_sequence"].append(seconds)
-                peaks[name] = max(peaks[name], peak)
+            t["project"].append(timed(project_rollout, device))
+            t["naive_per_sequence"].append(timed(lambda: reference_rollout(round_ % S), device))
         rollout_s = {"project": median(t["project"]),
                      "naive": S * median(t["naive_per_sequence"])}
         results["rollout_sequences"], results["rollout_frames"] = S, L
