@@ -525,7 +525,7 @@ class VAE_Model(nn.Module):
             batches += 1
             bar.set_postfix(loss=f"{loss:.4f}", mse=f"{mse:.4f}", kl=f"{kl:.3g}",
                             beta=f"{self.kl_annealing.get_beta():.2f}", tf=f"{self.tfr:.2f}",
-                            lr=f"{self.optim.param_groups[0]['lr']:.2e}")
+                            lr=f"{self.optim.param_groups[0]['lr']:.2e}", refresh=False)
             if self.stop_requested():
                 return None
         means = [v / max(batches, 1) for v in (*totals, tf_on)]
