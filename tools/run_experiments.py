@@ -9,6 +9,7 @@ go to DIR/figures (tools/compare_runs.py). A run whose folder already holds a
 complete metrics.csv is kept, so an interrupted sweep can simply be rerun.
 """
 import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,13 @@ from utils.runlog import read_metrics  # noqa: E402
 KL_RUNS = {"kl_cyclical": ["--kl_anneal_type", "Cyclical"],
            "kl_monotonic": ["--kl_anneal_type", "Monotonic"],
            "kl_none": ["--kl_anneal_type", "None"]}
-# Teacher forcing from the start, decaying to none by mid-budget, against none at all.
-TF_RUNS = {"tf_decay": lambda budget: ["--tfr", "1.0", "--tfr_sde", "0",
-                                       "--tfr_d_step", f"{min(1.0, 2.0 / budget):.4f}"],
-           "tf_off": lambda budget: ["--tfr", "0.0"]}
+# Teacher forcing from the start, decaying to none by mid-budget, against none at all:
+# {name: (flags for a budget, label for a budget)}.
+TF_RUNS = {"tf_decay": (lambda budget: ["--tfr", "1.0", "--tfr_sde", "0",
+                                        "--tfr_d_step", repr(min(1.0, 2.0 / budget))],
+                        lambda budget: "teacher forcing 1.0, decaying to 0 by epoch "
+                                       f"{math.ceil(budget / 2)}"),
+           "tf_off": (lambda budget: ["--tfr", "0.0"], lambda budget: "no teacher forcing")}
 
 
 def train(name, out, data, budget, flags, extra):
@@ -64,9 +68,10 @@ def main(argv=None):
             for name, flags in KL_RUNS.items()]
     figures = compare(runs, out / "figures")
     if args.teacher_forcing:
-        tf_runs = [train(name, out, args.DR, args.budget, make(args.budget), trainer_flags)
-                   for name, make in TF_RUNS.items()]
-        figures += compare(tf_runs, out / "figures_teacher_forcing")
+        tf_runs = [train(name, out, args.DR, args.budget, flags(args.budget), trainer_flags)
+                   for name, (flags, _) in TF_RUNS.items()]
+        figures += compare(tf_runs, out / "figures_teacher_forcing",
+                           labels=[label(args.budget) for _, label in TF_RUNS.values()])
     print("figures:\n  " + "\n  ".join(map(str, figures)))
 
 

@@ -42,10 +42,19 @@ def column(run, name):
     return [r["epoch"] for r in run["rows"]], [r[name] for r in run["rows"]]
 
 
+def _legend(ax, fontsize=None):
+    """Inside the axes where the labels are short; below them where long labels
+    would cover the curves."""
+    labels = ax.get_legend_handles_labels()[1]
+    if max(map(len, labels), default=0) <= 30:
+        return ax.legend(fontsize=fontsize)
+    return ax.legend(fontsize=fontsize, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+
+
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -65,7 +74,7 @@ def plot_losses(runs, path):
             ax.set_yscale("log")
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    axes[0, 0].legend()
+    _legend(axes[0, 0])
     fig.suptitle("Training loss per epoch")
     return _save(fig, path)
 
@@ -73,17 +82,17 @@ def plot_losses(runs, path):
 def plot_teacher_forcing(runs, path):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
-        x, tfr = column(run, "tfr")
-        line, = left.plot(x, tfr, label=f"{run['label']}: ratio")
-        left.plot(*column(run, "tf_on_frac"), "x", color=line.get_color(), ms=5,
-                  label=f"{run['label']}: share of batches forced")
+        line, = left.plot(*column(run, "tfr"), label=run["label"])
+        left.plot(*column(run, "tf_on_frac"), "x", color=line.get_color(), ms=6)
         right.plot(*column(run, "train_loss"), marker="o", ms=3, label=run["label"])
-    left.set(title="Teacher-forcing ratio", xlabel="epoch", ylabel="ratio", ylim=(-0.05, 1.05))
+    left.plot([], [], "x", color="black", label="x: share of predicted frames forced")
+    left.set(title="Teacher-forcing ratio (line: schedule)", xlabel="epoch", ylabel="ratio",
+             ylim=(-0.05, 1.05))
     right.set(title="Training loss", xlabel="epoch", ylabel="loss")
     if all(v > 0 for run in runs for v in column(run, "train_loss")[1]):
         right.set_yscale("log")
-    left.legend(fontsize=8)
-    right.legend()
+    _legend(left, fontsize=9)
+    _legend(right, fontsize=9)
     return _save(fig, path)
 
 
@@ -93,27 +102,32 @@ def plot_val_psnr(runs, path):
         ax.plot(*column(run, "val_psnr"), marker="o", ms=3, label=run["label"])
     ax.set(title="Validation PSNR (mean over predicted frames)", xlabel="epoch",
            ylabel="PSNR (dB)")
-    ax.legend()
+    _legend(ax)
     return _save(fig, path)
 
 
 def plot_frame_psnr(runs, path, which=("best",)):
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for run in runs:
+        drawn = set()
         for key in which:
             row = run[key]
+            if row and row["epoch"] in drawn:   # the latest epoch is also the best
+                continue
             curve = row and read_frame_psnr(run["dir"], row["epoch"])
             if not curve:
                 continue
+            drawn.add(row["epoch"])
             frames, psnr = curve
             mean = sum(psnr) / len(psnr)
+            names = " = ".join(k for k in which if run[k] and run[k]["epoch"] == row["epoch"])
             ax.plot(frames, psnr, lw=1,
-                    label=f"{run['label']}, {key} epoch {row['epoch']}: mean {mean:.2f} dB")
+                    label=f"{run['label']}, {names} epoch {row['epoch']}: mean {mean:.2f} dB")
     title = "Per-frame PSNR of the validation rollout"
     if len(runs) == 1 and runs[0]["best"]:
         title += f" (best epoch mean {runs[0]['best']['val_psnr']:.2f} dB)"
     ax.set(title=title, xlabel="predicted frame index", ylabel="PSNR (dB)")
-    ax.legend(fontsize=9)
+    _legend(ax, fontsize=9)
     return _save(fig, path)
 
 
