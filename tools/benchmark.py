@@ -13,7 +13,6 @@ needs, in fp32. Variants being compared run interleaved (A, B, A, B, ...) after 
 warm-up and each figure is a median, so a load from other processes hits all
 variants alike and the ratios stay meaningful even when absolute times do not.
 """
-import argparse
 import copy
 import ctypes
 import gc
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, DanceTestSequences  # noqa: E402
 from tools.synthetic_dance import generate_dataset  # noqa: E402
-from utils.cli import HelpFormatter  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
 from utils.runtime import Distributed, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
@@ -206,10 +205,9 @@ def counted_flops(fn):
 
 # --------------------------------------------------------------------------- benchmark
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=HelpFormatter,
-                                epilog="Other flags go to Trainer.py's parser (model dims, "
-                                "--amp, --channels_last, --compile, ...).")
+    p = tool_parser(__doc__, allow_abbrev=False,
+                    epilog="Other flags go to Trainer.py's parser (model dims, "
+                    "--amp, --channels_last, --compile, ...).")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--batch_size", type=int, default=2, help="clips per training step")
@@ -270,7 +268,8 @@ def run(opts, project_flags):
         dims=dict(F_dim=args.F_dim, L_dim=args.L_dim, N_dim=args.N_dim, D_out_dim=args.D_out_dim,
                   frame_H=args.frame_H, frame_W=args.frame_W),
         batch_size=opts.batch_size, clip_len=opts.clip_len,
-        settings=dict(amp=Trainer.resolve_amp(args.amp, device.type), channels_last=args.channels_last, compile=args.compile,
+        settings=dict(amp=Trainer.resolve_amp(args.amp, device.type),
+                      channels_last=args.channels_last, compile=args.compile,
                       frame_chunk=Trainer.FRAME_CHUNK.get(device.type),
                       project_flags=project_flags, quick=opts.quick),
         repeats=opts.repeats, rollout_repeats=opts.rollout_repeats)

@@ -10,7 +10,6 @@ synthetic test sequences (motions never seen in training) and
 copy-first-frame baseline (every frame = the given first frame) is scored too.
 The result is a markdown table in <out>/quality.md.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from dataloader import DanceTestSequences  # noqa: E402
 from tools.quickstart import CPU_RECIPE  # noqa: E402
 from tools.score_submission import score  # noqa: E402
-from utils.cli import HelpFormatter  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
@@ -73,8 +72,7 @@ def copy_first_frame_score(data, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--DR", default="data/synthetic", help="synthetic dataset (generated if missing)")
     parser.add_argument("--out", default="runs/quality", help="folder for runs and quality.md")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))

@@ -6,14 +6,13 @@ Reads each run's metrics.csv, args.json and val_psnr_epoch<N>.csv (what
 Trainer.py leaves in --save_root) and writes loss.png, teacher_forcing.png,
 val_psnr.png, psnr_per_frame.png (each run's best epoch) and summary.md.
 """
-import argparse
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import HelpFormatter  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.plots import load_run, plot_runs  # noqa: E402
 
@@ -68,8 +67,7 @@ def compare(run_dirs, out, labels=None):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("runs", nargs="+", help="run folders (Trainer.py --save_root)")
     parser.add_argument("--out", required=True, help="folder for the figures and summary.md")
     parser.add_argument("--labels", nargs="+", default=None,

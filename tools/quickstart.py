@@ -8,7 +8,6 @@ default dims; then runs Tester.py and tools/score_submission.py against the
 synthetic ground truth and prints where everything is. Every step is the real
 command-line tool in a subprocess, so what you see here is what you would type.
 """
-import argparse
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import HelpFormatter  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 from utils.runtime import resolve_device  # noqa: E402
 
@@ -45,8 +44,7 @@ def step(title, command):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", default="runs/quickstart", help="folder for all outputs")
     parser.add_argument("--data", default="data/synthetic",
                         help="synthetic dataset folder (generated there if missing)")

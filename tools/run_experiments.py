@@ -8,7 +8,6 @@ Each run is a real `python Trainer.py` in DIR/<name>; figures and summary.md
 go to DIR/figures (tools/compare_runs.py). A run whose folder already holds a
 complete metrics.csv is kept, so an interrupted sweep can simply be rerun.
 """
-import argparse
 import math
 import subprocess
 import sys
@@ -18,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools.compare_runs import compare  # noqa: E402
-from utils.cli import HelpFormatter  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 
@@ -52,8 +51,7 @@ def train(name, out, data, budget, flags, extra):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--DR", required=True, help="dataset root")
     parser.add_argument("--out", required=True, help="folder for the runs and figures/")
     parser.add_argument("--budget", type=int, default=10, help="epochs per run")

@@ -7,14 +7,13 @@ frame index (id % 630) is 0 or 601 and above are skipped; the score is the
 mean. Public = sequences 0-2, private = 3-4. A perfect frame (MSE 0) is
 capped at 100 dB.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import HelpFormatter  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.metrics import grader_scores  # noqa: E402
 from utils.submission import load_ground_truth, match_rows, read_submission  # noqa: E402
@@ -38,8 +37,7 @@ def format_scores(result):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("submission", help="the submission.csv to check and score")
     parser.add_argument("--gt", required=True,
                         help="ground truth: a folder of <i>/frame<N>.png or a CSV")

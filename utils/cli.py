@@ -19,3 +19,10 @@ def progress_bar(iterable, **kwargs):
     from tqdm import tqdm
     interactive = sys.stderr.isatty()
     return tqdm(iterable, mininterval=0.1 if interactive else 60, **kwargs)
+
+
+def tool_parser(doc, **kwargs):
+    """The argument parser of a tools/ script: its docstring's first paragraph as
+    the description, defaults in the help."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter,
+                                   **kwargs)
