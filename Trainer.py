@@ -6,6 +6,7 @@ Reads top to bottom: flags, schedules (pure functions of epoch and step), the mo
 (one-frame prediction, clip loss, rollout), the training loop, main().
 """
 import argparse
+import contextlib
 import functools
 import math
 import random
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from dataloader import Dataset_Dance
 from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
 from utils import runlog
+from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS, FrameBatchNorm2d
 from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, is_template_checkpoint,
                               load_checkpoint, plain_args)
 from utils.cli import HelpFormatter, progress_bar
@@ -87,6 +89,13 @@ def get_args_parser():
     model.add_argument("--D_out_dim", type=int, default=192, help="decoder fusion output channels")
     model.add_argument("--output_activation", choices=["sigmoid", "clamp", "none"],
                        default="sigmoid", help="maps the generator's output into [0, 1]")
+    model.add_argument("--bn_rollout", choices=ROLLOUT_STATS, default="frame",
+                       help="statistics of the label encoder's BatchNorm in validation and "
+                       "test rollouts: each frame its own (the template's numbers) or the "
+                       "running statistics (model.eval())")
+    model.add_argument("--bn_train", choices=TRAIN_STATS, default="batch",
+                       help="statistics of that BatchNorm in training: over the batch's "
+                       "frames, or each frame its own (as in rollouts)")
 
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--batch_size", type=int, default=2,
@@ -278,6 +287,26 @@ def kl_divergence(mu, logvar, reduction="sum"):
 
 
 # --------------------------------------------------------------------------- model
+def squash(x, activation):
+    """The generator's output -> [0, 1] by --output_activation ("none": as is)."""
+    if activation == "sigmoid":
+        return torch.sigmoid(x)
+    if activation == "clamp":
+        return x.clamp(0.0, 1.0)
+    return x
+
+
+@contextlib.contextmanager
+def evaluating(module):
+    """Eval mode for the duration of a with-block, then the previous mode again."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 class VAE_Model(nn.Module):
     """The five networks plus what trains them (the template's shape)."""
 
@@ -285,7 +314,8 @@ class VAE_Model(nn.Module):
         super().__init__()
         self.args = args
         self.frame_transformation = RGB_Encoder(3, args.F_dim)
-        self.label_transformation = Label_Encoder(3, args.L_dim)
+        self.label_transformation = Label_Encoder(3, args.L_dim, norm_layer=functools.partial(
+            FrameBatchNorm2d, train_stats=args.bn_train, rollout_stats=args.bn_rollout))
         self.Gaussian_Predictor = Gaussian_Predictor(args.F_dim + args.L_dim, args.N_dim)
         self.Decoder_Fusion = Decoder_Fusion(args.F_dim + args.L_dim + args.N_dim, args.D_out_dim)
         self.Generator = Generator(input_nc=args.D_out_dim, output_nc=3)
@@ -321,11 +351,7 @@ class VAE_Model(nn.Module):
 
     # One path for a frame: every prediction (training, validation, test) uses it.
     def squash(self, x):
-        if self.args.output_activation == "sigmoid":
-            return torch.sigmoid(x)
-        if self.args.output_activation == "clamp":
-            return x.clamp(0.0, 1.0)
-        return x
+        return squash(x, self.args.output_activation)
 
     def decode(self, prev_feature, label_feature, z):
         """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t)))."""
@@ -338,10 +364,11 @@ class VAE_Model(nn.Module):
 
     def posterior(self, frame_feature, label_feature, noise=None):
         """q(z_t | x_t, p_t): returns z, mu, logvar with logvar clamped for safety."""
-        stats = nn.Sequential.forward(self.Gaussian_Predictor,
-                                      torch.cat([frame_feature, label_feature], dim=1))
-        mu, logvar = stats.float().chunk(2, dim=1)
-        logvar = logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
+        # The network's own z is not used: it is drawn before logvar is clamped and
+        # cannot take given noise. Calling the module (not its layers) keeps hooks
+        # and --compile applying to it.
+        _, mu, logvar = self.Gaussian_Predictor(frame_feature, label_feature)
+        mu, logvar = mu.float(), logvar.float().clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
         noise = torch.randn_like(mu) if noise is None else noise
         return mu + noise * torch.exp(0.5 * logvar), mu, logvar
 
@@ -374,7 +401,8 @@ class VAE_Model(nn.Module):
         img_tb = img.transpose(0, 1)                                      # (T, B, 3, H, W)
         frame_feat = self.encode_clip(self.frame_transformation, img_tb,
                                       chunk=chunk)                        # (T, B, F, H, W)
-        # One call over the clip: the BatchNorm's batch statistics span all its frames.
+        # One call over the clip: with --bn_train batch, the BatchNorm's statistics span
+        # all its frames.
         label_feat = self.encode_clip(self.label_transformation,
                                       label.transpose(0, 1)[1:])          # (T-1, B, L, H, W)
         eps = None if noise is None else noise.transpose(0, 1).flatten(0, 1)
@@ -409,7 +437,10 @@ class VAE_Model(nn.Module):
         z_t ~ N(0, I) drawn from ``generator`` (or all zeros, the prior mean, with
         prior="zero"), unless ``noise`` (B, T-1, N_dim, H, W) gives it. All B
         sequences advance together, one batched step per frame; labels are
-        encoded ``chunk`` time steps at a time (bounded memory).
+        encoded ``chunk`` time steps at a time (bounded memory). The networks run
+        in eval mode: the BatchNorm normalises as --bn_rollout says (each frame on
+        its own by default, so sequences never influence each other) and its
+        running statistics are left untouched.
         """
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
@@ -417,7 +448,7 @@ class VAE_Model(nn.Module):
         prev = first_frame
         z_shape = (B, self.args.N_dim, *first_frame.shape[-2:])
         steps = progress_bar(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
-        with self.autocast():
+        with evaluating(self), self.autocast():
             for t in steps:
                 if (t - 1) % chunk == 0:
                     # Time-major, so each step's features are one contiguous block.
@@ -545,18 +576,17 @@ class VAE_Model(nn.Module):
         return flag
 
     def validate(self, dataset):
-        """Validation in eval mode with the same z every epoch (comparable PSNR)."""
-        self.eval()
+        """Roll out every validation video with the same z every epoch (comparable PSNR)."""
         generator = torch.Generator(self.device).manual_seed(self.args.seed)
-        losses, psnrs, preds = [], [], []
+        losses, psnrs, first_video = [], [], None
         for index in range(len(dataset)):
             img, label = (x[None].to(self.device) for x in dataset[index])
             loss, psnr, pred = self.val_one_step(img, label, generator)
             losses.append(loss)
             psnrs.append(psnr)
-            preds.append((pred[0], img[0], label[0]))
-        self.train()
-        return sum(losses) / len(losses), torch.stack(psnrs).mean(0), preds[0]
+            if first_video is None:   # what --store_visualization shows
+                first_video = (pred[0], img[0], label[0])
+        return sum(losses) / len(losses), torch.stack(psnrs).mean(0), first_video
 
     def training_stage(self, train_set, val_set):
         args, save_root = self.args, Path(self.args.save_root)

@@ -7,11 +7,12 @@ Any Trainer.py flag (--F_dim, --amp, --no-channels_last, --compile, ...) is pass
 on to the project's model; without them it runs with the project's defaults.
 
 Everything is measured in one process on a small synthetic dataset (written to a
-temporary folder). The project is compared with a NAIVE REFERENCE defined here:
-the course template's loop, one frame at a time, re-encoding every frame it
-needs, in fp32. Variants being compared run interleaved (A, B, A, B, ...) after a
-warm-up and each figure is a median, so a load from other processes hits all
-variants alike and the ratios stay meaningful even when absolute times do not.
+temporary folder). The project is compared with the NAIVE REFERENCE of
+tools/template_reference.py: the course template's loop, one frame at a time,
+re-encoding every frame it needs, in fp32. Variants being compared run
+interleaved (A, B, A, B, ...) after a warm-up and each figure is a median, so a
+load from other processes hits all variants alike and the ratios stay
+meaningful even when absolute times do not.
 """
 import copy
 import ctypes
@@ -26,8 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,78 +35,11 @@ sys.path.insert(0, str(ROOT))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, DanceTestSequences  # noqa: E402
 from tools.synthetic_dance import generate_dataset  # noqa: E402
+from tools.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
+                                      naive_training_step)
 from utils.cli import tool_parser  # noqa: E402
 from utils.runtime import Distributed, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
-
-
-# --------------------------------------------------------------------------- naive reference
-def naive_clip_loss(model, img, label, teacher_forcing, beta, noise=None):
-    """The template's training loop: (loss, mse, kl) of a clip, one frame at a time.
-
-    img, label: (B, T, 3, H, W); teacher_forcing: a bool or one bool per predicted
-    frame; noise: optional eps (B, T-1, N_dim, H, W). At each step t the previous
-    frame (ground truth under teacher forcing, else the previous prediction), the
-    pose p_t and the frame x_t for the posterior are all encoded afresh.
-    """
-    steps = img.shape[1] - 1
-    forcing = [bool(teacher_forcing)] * steps if isinstance(teacher_forcing, bool) \
-        else list(teacher_forcing)
-    prev = img[:, 0]
-    mses, kls = [], []
-    for t in range(1, steps + 1):
-        if forcing[t - 1]:
-            prev = img[:, t - 1]
-        elif model.args.detach_prev:
-            prev = prev.detach()
-        prev_feat = model.frame_transformation(prev)
-        label_feat = model.label_transformation(label[:, t])
-        frame_feat = model.frame_transformation(img[:, t])
-        stats = nn.Sequential.forward(model.Gaussian_Predictor,
-                                      torch.cat([frame_feat, label_feat], dim=1))
-        mu, logvar = stats.chunk(2, dim=1)
-        logvar = logvar.clamp(-Trainer.LOGVAR_LIMIT, Trainer.LOGVAR_LIMIT)
-        eps = torch.randn_like(mu) if noise is None else noise[:, t - 1]
-        z = mu + eps * torch.exp(0.5 * logvar)
-        prev = model.squash(model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)))
-        mses.append(F.mse_loss(prev, img[:, t]))
-        kls.append(Trainer.kl_divergence(mu, logvar, model.args.kl_reduction))
-    mse, kl = torch.stack(mses).mean(), torch.stack(kls).mean()
-    return mse + beta * kl, mse.detach(), kl.detach()
-
-
-def naive_training_step(model, img, label, teacher_forcing, beta):
-    """naive_clip_loss, backward, gradient clipping and an optimizer step (fp32)."""
-    loss, _, _ = naive_clip_loss(model, img, label, teacher_forcing, beta)
-    model.optim.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), model.args.grad_clip)
-    model.optim.step()
-    return loss.item()
-
-
-@torch.no_grad()
-def naive_rollout(model, first_frame, labels, noise=None, generator=None):
-    """The template's test loop: one sequence at a time, one frame at a time, the
-    pose encoded at each step. first_frame (S, 3, H, W), labels (S, T, 3, H, W),
-    noise: optional z (S, T-1, N_dim, H, W), else drawn from ``generator``.
-    Returns (S, T, 3, H, W). Put the model in eval mode first."""
-    sequences = []
-    for s in range(labels.shape[0]):
-        prev = first_frame[s:s + 1]                                          # (1, 3, H, W)
-        frames = [prev]
-        for t in range(1, labels.shape[1]):
-            if noise is None:
-                z = torch.randn((1, model.args.N_dim, *prev.shape[-2:]), device=prev.device,
-                                generator=generator)
-            else:
-                z = noise[s:s + 1, t - 1]
-            prev_feat = model.frame_transformation(prev)
-            label_feat = model.label_transformation(labels[s:s + 1, t])
-            prev = model.squash(model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)))
-            frames.append(prev)
-        sequences.append(torch.stack(frames, dim=1))                        # (1, T, 3, H, W)
-    return torch.cat(sequences)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -247,7 +179,7 @@ def build_models(project_flags, device):
     model = Trainer.build_model(args, Distributed(device=device))
     ref_args = copy.copy(args)
     ref_args.amp, ref_args.channels_last, ref_args.compile = "off", False, False
-    reference = Trainer.VAE_Model(ref_args).to(device)
+    reference = TemplateModel(ref_args).to(device)
     reference.load_state_dict(model.state_dict())
     return model, reference
 
@@ -336,8 +268,6 @@ def run(opts, project_flags):
         items = [test[i] for i in range(len(test))]
         first = torch.cat([f for f, _ in items]).to(device)                # (S, 3, H, W)
         labels = torch.stack([lab for _, lab in items]).to(device)          # (S, L, 3, H, W)
-        model.eval()
-        reference.eval()
         generator = torch.Generator(device).manual_seed(0)
         S, L = labels.shape[:2]
         outputs = {}
