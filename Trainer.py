@@ -228,9 +228,6 @@ class kl_annealing:
         self.betas = None if cycles is None else self.frange_cycle_linear(
             args.num_epoch, 0.0, 1.0, cycles, args.kl_anneal_ratio)
 
-    def update(self):
-        self.epoch += 1
-
     def get_beta(self):
         if self.betas is None:
             return 1.0
@@ -336,9 +333,6 @@ class VAE_Model(nn.Module):
         self.kl_annealing = kl_annealing(args, current_epoch=0)
         self.tfr = teacher_forcing_ratio(args, 0)
         self.stop_signal = None
-        # The network DDP synchronises; kept out of the module tree so the
-        # state_dict stays the template's.
-        object.__setattr__(self, "engine", self)
 
     @property
     def device(self):
@@ -466,11 +460,15 @@ class VAE_Model(nn.Module):
         return out
 
     # ----------------------------------------------------------------------- training
-    def training_one_step(self, img, label, adapt_TeacherForcing):
-        """One optimizer step on a clip; returns (loss, mse, kl, grad_norm) floats."""
+    def training_one_step(self, img, label, adapt_TeacherForcing, engine=None):
+        """One optimizer step on a clip; returns (loss, mse, kl, grad_norm) floats.
+
+        ``engine`` runs the forward pass: this model, or its DDP wrapper, which
+        synchronises the gradients across processes.
+        """
         beta = self.kl_annealing.get_beta()
         with self.autocast():
-            loss, mse, kl = self.engine(img, label, adapt_TeacherForcing, beta)
+            loss, mse, kl = (engine or self)(img, label, adapt_TeacherForcing, beta)
         self.optim.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optim)
@@ -537,7 +535,7 @@ class VAE_Model(nn.Module):
             return [rng.random() < self.tfr for _ in range(steps)]
         return rng.random() < self.tfr
 
-    def train_one_epoch(self, dataset, epoch):
+    def train_one_epoch(self, dataset, epoch, engine=None):
         args, rank = self.args, 0 if self.dist is None else self.dist.rank
         torch.manual_seed(seed_for(args.seed, epoch, rank))
         # The same teacher-forcing stream on every rank keeps DDP ranks in step.
@@ -550,7 +548,7 @@ class VAE_Model(nn.Module):
             img = img.to(self.device, non_blocking=True)
             label = label.to(self.device, non_blocking=True)
             forcing = self.teacher_forcing_draws(tf_rng, img.shape[1] - 1)
-            loss, mse, kl, _ = self.training_one_step(img, label, forcing)
+            loss, mse, kl, _ = self.training_one_step(img, label, forcing, engine)
             totals = [a + b for a, b in zip(totals, (loss, mse, kl))]
             tf_on += forcing if isinstance(forcing, bool) else sum(forcing) / len(forcing)
             batches += 1
@@ -588,7 +586,7 @@ class VAE_Model(nn.Module):
                 first_video = (pred[0], img[0], label[0])
         return sum(losses) / len(losses), torch.stack(psnrs).mean(0), first_video
 
-    def training_stage(self, train_set, val_set):
+    def training_stage(self, train_set, val_set, engine=None):
         args, save_root = self.args, Path(self.args.save_root)
         for epoch in range(self.current_epoch, args.num_epoch):
             started = time.time()
@@ -596,7 +594,7 @@ class VAE_Model(nn.Module):
             self.kl_annealing = kl_annealing(args, current_epoch=epoch)
             self.tfr = teacher_forcing_ratio(args, epoch)
             lr = self.optim.param_groups[0]["lr"]
-            train = self.train_one_epoch(train_set, epoch)
+            train = self.train_one_epoch(train_set, epoch, engine)
             if train is None:
                 self.save_interrupted()
             self.scheduler.step()
@@ -731,12 +729,7 @@ def build_model(args, dist=None, ckpt=None, source=None):
     model = VAE_Model(args, dist).to(device)
     if ckpt is not None:
         model.load_checkpoint(ckpt, source)
-    apply_runtime_options(model, args)
-    if dist is not None and dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-        object.__setattr__(model, "engine", DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None))
-    return model
+    return apply_runtime_options(model, args)
 
 
 def install_stop_handlers(model):
@@ -782,7 +775,7 @@ def main(args):
             print(f"training on {dist.device} x{dist.world_size}: {len(train_set)} clips of "
                   f"{args.train_vi_len} frames, epochs {model.current_epoch}..{args.num_epoch - 1}")
         install_stop_handlers(model)
-        model.training_stage(train_set, val_set)
+        model.training_stage(train_set, val_set, engine=dist.wrap(model))
         if dist.is_main:
             print(f"done: best val PSNR {model.best_val_psnr:.2f} dB; checkpoints in '{save_root}'")
         return model

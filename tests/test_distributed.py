@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import assert_close_grads
 from Trainer import VAE_Model, build_model, parse_args
 from tools.synthetic_dance import generate_dataset
 from utils import runlog
@@ -26,7 +27,7 @@ FORCING, BETA, PER_RANK = [True, False, True], 0.5, 2
 
 def tiny_args(*extra):
     return parse_args(["--DR", "unused", "--save_root", "unused", "--device", "cpu",
-                       *TINY, *extra])
+                       "--bn_train", "frame", *TINY, *extra])
 
 
 def free_port():
@@ -57,13 +58,13 @@ def ddp_worker(rank, world_size, port, out_dir):
         args = tiny_args()
         img, label, noise = union_batch(args)
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-        model = build_model(args, Distributed(rank, world_size, torch.device("cpu")))
-        model.eval()
-        loss, _, _ = model.engine(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
+        distributed = Distributed(rank, world_size, torch.device("cpu"))
+        model = build_model(args, distributed)
+        engine = distributed.wrap(model)   # held: DDP's gradient hooks live with it
+        loss, _, _ = engine(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
         loss.backward()
         # The same step without DDP: what this rank alone would compute.
         local = build_model(args)
-        local.eval()
         local(img[rows], label[rows], FORCING, BETA, noise=noise[rows])[0].backward()
         torch.save({"ddp": gradients(model), "local": gradients(local)},
                    Path(out_dir) / f"rank{rank}.pt")
@@ -77,25 +78,21 @@ def test_ddp_gradients_equal_single_process_union_batch(tmp_path):
     The loss is a mean over the batch, so DDP's average of the per-rank
     gradients is the union batch's gradient. Both sides start from the same
     seed and use the same posterior noise. BatchNorm (in the label encoder)
-    normalises with batch statistics in training mode, which differ between a
-    rank's 2 clips and the union's 4 by construction, so the check runs with
-    the model in eval mode (running statistics); gradients are still computed
-    for every parameter, the BatchNorm affine ones included.
+    normalises each frame on its own (--bn_train frame), so a rank's 2 clips
+    and the union's 4 normalise alike; with batch statistics they would differ
+    by construction.
     """
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     args = tiny_args()
     img, label, noise = union_batch(args)
     model = build_model(args)
-    model.eval()
     model(img, label, FORCING, BETA, noise=noise)[0].backward()
     union = gradients(model)
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for result in ranks:
         assert result["ddp"].keys() == union.keys()
-        for name, grad in union.items():
-            torch.testing.assert_close(result["ddp"][name], grad, rtol=1e-4, atol=1e-7,
-                                       msg=lambda m: f"{name}: {m}")
+        assert_close_grads(list(result["ddp"].values()), [union[k] for k in result["ddp"]])
     # Guard against a vacuous pass: each rank's own gradient is not the union's.
     for result in ranks:
         assert any(not torch.allclose(result["local"][n], g, rtol=1e-3, atol=1e-6)
@@ -141,7 +138,7 @@ def test_plain_run_creates_no_process_group(monkeypatch):
     d.barrier()
     d.close()
     model = build_model(tiny_args(), d)
-    assert model.engine is model
+    assert d.wrap(model) is model
 
 
 @pytest.mark.parametrize("device", ["cuda:1", "mps"])

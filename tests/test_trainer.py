@@ -44,13 +44,14 @@ def test_monotonic_and_none_beta():
         assert [Trainer.kl_annealing(flat, e).get_beta() for e in range(5)] == [1.0] * 5
 
 
-def test_beta_after_resume_equals_uninterrupted():
+def test_cyclical_beta_with_partial_rise_restarts_each_cycle():
+    """30 epochs, 3 cycles of 10, rising over 70% of each: 0, 1/7, ..., 1 by the 8th
+    epoch of a cycle, then held; a resumed run asks for epoch k and gets the same."""
     args = args_for("--num_epoch", "30", "--kl_anneal_type", "Cyclical", "--kl_anneal_cycle", "3",
                     "--kl_anneal_ratio", "0.7")
-    running = Trainer.kl_annealing(args, current_epoch=0)
-    for epoch in range(30):
-        assert Trainer.kl_annealing(args, current_epoch=epoch).get_beta() == running.get_beta()
-        running.update()
+    one_cycle = [i / 7 for i in range(8)] + [1.0, 1.0]
+    betas = [Trainer.kl_annealing(args, current_epoch=e).get_beta() for e in range(30)]
+    assert betas == pytest.approx(one_cycle * 3)
 
 
 def test_unknown_kl_type_is_an_argparse_error(capsys):
@@ -179,6 +180,16 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 
+def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    for native, expected in ((True, "bf16"), (False, "off")):
+        Trainer.resolve_amp.cache_clear()
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+        assert Trainer.resolve_amp("auto", "cpu") == expected
+        assert Trainer.resolve_amp("off", "cpu") == "off"
+    Trainer.resolve_amp.cache_clear()
+
+
 def test_checkpoint_keeps_the_requested_precision(tmp_path):
     """--amp auto is stored as "auto", so a checkpoint trained in bf16 on one device
     runs in fp32 on a device without native bf16, and --amp off really is fp32."""
@@ -188,7 +199,6 @@ def test_checkpoint_keeps_the_requested_precision(tmp_path):
     model.save(tmp_path / "a.ckpt")
     assert load_checkpoint(tmp_path / "a.ckpt")["args"]["amp"] == "auto"
     assert Trainer.resolve_amp("auto", "mps") == "off"
-    assert Trainer.resolve_amp("auto", "cpu") in ("bf16", "off")
     for amp, enabled in (("off", False), ("bf16", True)):
         model.args.amp = amp
         with model.autocast():

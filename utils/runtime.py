@@ -63,6 +63,15 @@ class Distributed:
         dist.all_reduce(t)
         return (t / self.world_size).tolist()
 
+    def wrap(self, model):
+        """The module that runs training's forward pass: under torchrun a DDP wrapper
+        (which averages gradients across processes), else the model itself."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
     def close(self):
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
