@@ -31,3 +31,16 @@ def run_cli(*args, check=True, timeout=300):
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# Dims that are neither the defaults nor TINY: read off the weights or not at all.
+TEMPLATE_DIMS = ["--F_dim", "24", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16"]
+
+
+def write_template_checkpoint(path, model, lr=1e-3, tfr=1.0, last_epoch=0):
+    """Save ``model`` as the course template's Trainer does: its keys only, the
+    state_dict stored under 'optimizer' too, no flags."""
+    import torch
+    torch.save({"state_dict": model.state_dict(), "optimizer": model.state_dict(), "lr": lr,
+                "tfr": tfr, "last_epoch": last_epoch}, path)
+    return path
