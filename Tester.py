@@ -2,24 +2,26 @@
 
     python Tester.py --DR <dataset> --save_root <dir> --ckpt_path <ckpt>
 
-Model settings (dims, output activation, frame size) come from the checkpoint.
+Model settings (dims, output activation, frame size) come from the checkpoint;
+for a course-template checkpoint, which records none, the dims are read off the
+weights and the output activation is measured on the val video.
 Each sequence starts from its given frame 0; frames 1..629 are predicted from
 the labels with z drawn from the prior, all sequences in one batch.
 """
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from dataloader import DanceTestSequences, list_images
-from Trainer import (MODEL_FLAGS, VAE_Model, apply_runtime_options, get_args_parser,
-                     merge_checkpoint_args, parse_args, prepare_save_root, validate_args)
-from utils.checkpoint import check_dims, is_template_checkpoint, load_checkpoint
+from Trainer import (VAE_Model, apply_runtime_options, get_args_parser, parse_args,
+                     prepare_save_root, take_checkpoint_settings)
+from utils.checkpoint import check_dims, load_checkpoint
 from utils.errors import UserError, exit_on_user_error
 from utils.media import save_comparison_gif, save_gif
 from utils.metrics import FRAMES_PER_SEQUENCE
 from utils.runtime import resolve_device
+from utils.scoring import format_scores, score
 from utils.submission import FRAME_SHAPE, write_submission
 
 
@@ -36,7 +38,8 @@ def get_tester_parser():
     test.add_argument("--prior_z", choices=["sample", "zero"], default="sample",
                       help="z at inference: drawn from N(0, I), or its mean (zeros)")
     test.add_argument("--gt", default=None,
-                      help="ground-truth folder (<i>/frame<N>.png) or CSV: print the score")
+                      help="ground truth (folder of <i>/frame<N>.png, CSV, or Kaggle's solution "
+                      "file): print the score")
     return parser
 
 
@@ -83,15 +86,7 @@ def load_test_model(args):
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required: the checkpoint to test.")
     ckpt = load_checkpoint(args.ckpt_path)
-    if isinstance(ckpt.get("args"), dict):
-        merge_checkpoint_args(args, ckpt["args"],
-                              overridable=set(vars(args)) - set(MODEL_FLAGS))
-    elif is_template_checkpoint(ckpt) and "output_activation" not in args.explicit_flags:
-        # The template trained without an output activation: clamping is its fix.
-        args.output_activation = "clamp"
-        print("note: course-template checkpoint: using its weights with --output_activation "
-              "clamp and the model flags given on the command line.", file=sys.stderr)
-    validate_args(args)
+    take_checkpoint_settings(args, ckpt, args.ckpt_path)
     check_dims(ckpt["state_dict"], args, args.ckpt_path)
     model = Test_model(args)
     model.load_state_dict(ckpt["state_dict"])
@@ -136,7 +131,6 @@ def main(args):
     print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on {model.device}; "
           f"'{csv_path}' written in {csv_seconds:.1f} s; GIFs in '{save_root}'")
     if args.gt:
-        from tools.score_submission import format_scores, score
         print(format_scores(score(csv_path, args.gt)))
     return predictions
 

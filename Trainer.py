@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from dataloader import Dataset_Dance
+from dataloader import Dataset_Dance, list_images
 from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
 from utils import runlog
 from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS, FrameBatchNorm2d
-from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, is_template_checkpoint,
-                              load_checkpoint, plain_args)
+from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, dims_of,
+                              is_template_checkpoint, load_checkpoint, plain_args)
 from utils.cli import HelpFormatter, progress_bar
 from utils.errors import UserError, exit_on_user_error
 from utils.media import save_comparison_gif
@@ -63,7 +63,7 @@ def kl_type(value):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="Train the Lab 4 conditional VAE.", allow_abbrev=False,
+    p = argparse.ArgumentParser(description="Train the Lab 4 conditional VAE.",
                                 formatter_class=HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--DR", required=True, help="dataset root (train/, val/, test/ inside)")
@@ -154,14 +154,25 @@ def get_args_parser():
 
 
 def parse_args(argv=None, parser=None):
-    """Parse the command line and remember which flags were typed."""
+    """Parse the command line and remember which flags were typed (their dests)."""
     parser = parser or get_args_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    dest_of = {option: a.dest for a in parser._actions for option in a.option_strings}
-    args.explicit_flags = sorted({dest_of[token.split("=")[0]] for token in argv
-                                  if token.split("=")[0] in dest_of})
+    args.explicit_flags = sorted({dest for dest in (typed_dest(parser, t) for t in argv) if dest})
     return args
+
+
+def typed_dest(parser, token):
+    """The dest a command-line token names: its flag spelled out or, as argparse
+    accepts, abbreviated to an unambiguous prefix (--ckpt for --ckpt_path)."""
+    if not token.startswith("--"):
+        return None
+    option = token.split("=", 1)[0]
+    dest_of = {name: a.dest for a in parser._actions for name in a.option_strings}
+    if option in dest_of:
+        return dest_of[option]
+    matches = {dest for name, dest in dest_of.items() if name.startswith(option)}
+    return matches.pop() if len(matches) == 1 else None
 
 
 def validate_args(args):
@@ -268,7 +279,17 @@ def warmup_factor(args, step):
 
 
 def learning_rate(args, epoch, step):
+    """The LR of an optimizer step: set before every step, its only source."""
     return args.lr * lr_factor(args, epoch) * warmup_factor(args, step)
+
+
+def template_lr(args, last_epoch, step):
+    """The checkpoint's ``lr`` field, for the course template's Trainer, which
+    restores it and continues with Adam at that rate: the rate this run would
+    take next or, once the schedule has ended (cosine ends at 0), the peak --lr."""
+    if last_epoch + 1 >= args.num_epoch:
+        return args.lr
+    return learning_rate(args, last_epoch + 1, step)
 
 
 def kl_divergence(mu, logvar, reduction="sum"):
@@ -323,9 +344,7 @@ class VAE_Model(nn.Module):
         nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
 
         optimizer = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
-        self.optim = optimizer(self.parameters(), lr=args.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optim, lambda epoch: lr_factor(args, epoch))
+        self.optim = optimizer(self.parameters(), lr=args.lr)   # learning_rate() sets it per step
         self.scaler = torch.amp.GradScaler(enabled=args.amp == "fp16")
         self.dist = dist
         self.current_epoch, self.global_step = 0, 0
@@ -593,11 +612,10 @@ class VAE_Model(nn.Module):
             self.current_epoch = epoch
             self.kl_annealing = kl_annealing(args, current_epoch=epoch)
             self.tfr = teacher_forcing_ratio(args, epoch)
-            lr = self.optim.param_groups[0]["lr"]
+            lr = args.lr * lr_factor(args, epoch)   # the epoch's rate; warm-up scales early steps
             train = self.train_one_epoch(train_set, epoch, engine)
             if train is None:
                 self.save_interrupted()
-            self.scheduler.step()
             if self.is_main:
                 val_loss, frame_psnr, (pred, truth, labels) = self.validate(val_set)
                 val_psnr = frame_psnr.mean().item()
@@ -626,9 +644,8 @@ class VAE_Model(nn.Module):
             "format_version": FORMAT_VERSION,
             "state_dict": self.state_dict(),
             "optimizer": self.optim.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "lr": self.optim.param_groups[0]["lr"],
+            "lr": template_lr(self.args, last_epoch, self.global_step),
             "tfr": self.tfr,
             "last_epoch": last_epoch,
             "global_step": self.global_step,
@@ -658,26 +675,127 @@ class VAE_Model(nn.Module):
         raise SystemExit(130 if self.stop_signal == "SIGINT" else 143)
 
     def load_checkpoint(self, ckpt, source):
-        """Load weights, and for this project's checkpoints the whole training state."""
+        """Load weights, and for this project's checkpoints the whole training state.
+
+        The LR needs no state of its own: learning_rate(args, epoch, step) gives it.
+        """
         check_dims(ckpt["state_dict"], self.args, source)
         self.load_state_dict(ckpt["state_dict"])
+        self.current_epoch = int(ckpt.get("last_epoch", -1)) + 1
         if is_template_checkpoint(ckpt):
             print(f"note: '{source}' is a course-template checkpoint: weights loaded; it holds "
                   "no optimizer state, so the optimizer starts fresh.", file=sys.stderr)
-            self.current_epoch = int(ckpt.get("last_epoch", -1)) + 1
             return
         self.optim.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt["scaler"] and self.scaler.is_enabled():   # empty unless trained in fp16
+        if ckpt.get("scaler") and self.scaler.is_enabled():   # empty unless trained in fp16
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.current_epoch = int(ckpt["last_epoch"]) + 1
-        # The LR is a function of the epoch: recompute it, since --lr or
-        # --num_epoch may differ from the run that wrote the checkpoint.
-        self.scheduler.base_lrs = [self.args.lr] * len(self.optim.param_groups)
-        for group in self.optim.param_groups:
-            group["lr"] = self.args.lr * lr_factor(self.args, self.current_epoch)
         self.global_step = int(ckpt.get("global_step", 0))
         self.best_val_psnr = float(ckpt.get("best_val_psnr", -math.inf))
+
+
+# --------------------------------------------------------------------------- checkpoint settings
+ACTIVATION_PROBE_FRAMES = 48  # val frames rolled out per candidate output activation
+
+
+def take_checkpoint_settings(args, ckpt, source, resume=False):
+    """Fill every flag the user did not type from the checkpoint to test or resume.
+
+    This project's checkpoints store their flags. Others (the course template's,
+    a classmate's) store none: the model dims are read off the weights' shapes,
+    the frame size keeps its flags (no weight depends on it), the output
+    activation is measured, and a resume takes their lr and tfr.
+    """
+    foreign = not isinstance(ckpt.get("args"), dict)
+    if foreign:
+        merge_checkpoint_args(args, dims_of(ckpt["state_dict"]))
+    else:
+        merge_checkpoint_args(args, ckpt["args"], overridable=set(vars(args)) - set(MODEL_FLAGS))
+    validate_args(args)
+    if resume:
+        require_epochs_left(args, ckpt, source)
+        if foreign:
+            continue_foreign_schedule(args, ckpt, source)
+    if foreign:
+        choose_output_activation(args, ckpt["state_dict"], source)
+    validate_args(args)
+    return args
+
+
+def require_epochs_left(args, ckpt, source):
+    last = int(ckpt.get("last_epoch", -1))
+    if last + 1 < args.num_epoch:
+        return
+    stretch = (" (the cosine schedule is then laid over the new --num_epoch, so the LR rises "
+               "again)" if args.lr_scheduler == "cosine" else "")
+    raise UserError(f"'{source}' is already at the last epoch: it finished epoch {last} and "
+                    f"--num_epoch {args.num_epoch} ends at epoch {args.num_epoch - 1}, so "
+                    "nothing is left to train. To train longer, resume with a larger "
+                    f"--num_epoch, e.g. --num_epoch {last + 11}{stretch}; to evaluate it, "
+                    "add --test.")
+
+
+def continue_foreign_schedule(args, ckpt, source):
+    """Resume a checkpoint without flags with its ``lr`` and ``tfr``, as the
+    template's loader does, unless --lr or --tfr was typed.
+
+    The LR here is a function of (epoch, step) around a peak --lr, so the
+    checkpoint's lr becomes --lr, the peak of the resumed run's schedule. Its
+    tfr is the ratio of its last epoch: --tfr becomes the initial ratio that
+    --tfr_sde and --tfr_d_step decay to it by then, so the decay carries on.
+    """
+    epoch, typed, notes = int(ckpt.get("last_epoch", -1)) + 1, args.explicit_flags, []
+    if "lr" not in typed and float(ckpt.get("lr", 0)) > 0:
+        args.lr = float(ckpt["lr"])
+        warmup = (f" once the {args.warmup_steps}-step warm-up of the fresh optimizer is over"
+                  if args.warmup_steps else "")
+        notes.append(f"--lr {args.lr:g} (the checkpoint's lr) is the peak of --lr_scheduler "
+                     f"{args.lr_scheduler}: epoch {epoch} runs at "
+                     f"{args.lr * lr_factor(args, epoch):.3g}{warmup}")
+    if "tfr" not in typed and "tfr" in ckpt:
+        stored = float(ckpt["tfr"])
+        args.tfr = min(1.0, stored + args.tfr_d_step * max(0, epoch - 1 - args.tfr_sde))
+        notes.append(f"--tfr {args.tfr:g}, from which --tfr_sde {args.tfr_sde} and --tfr_d_step "
+                     f"{args.tfr_d_step:g} reach the checkpoint's tfr {stored:g} at epoch "
+                     f"{epoch - 1}: epoch {epoch} uses {teacher_forcing_ratio(args, epoch):g}")
+    if notes:
+        print(f"note: resuming '{source}', which records no flags, with its lr and tfr: "
+              + "; ".join(notes) + ". Type --lr or --tfr to choose otherwise.", file=sys.stderr)
+
+
+def choose_output_activation(args, state_dict, source):
+    """The output activation of a checkpoint that does not record it, by measurement.
+
+    The template's generator has none (clamping is its fix), many students add a
+    sigmoid, and the weights cannot tell. Each candidate rolls out the first
+    frames of the val video with the same z; the better PSNR wins. A typed
+    --output_activation wins over both. Measured on the CPU, so that the Trainer
+    and the Tester see the same figures and make the same choice.
+    """
+    if "output_activation" in args.explicit_flags:
+        return args.output_activation
+    val = Path(args.DR) / "val" / "val_img"
+    frames = min(ACTIVATION_PROBE_FRAMES, len(list_images(val))) if val.is_dir() else 0
+    if frames < 2:
+        args.output_activation = "clamp"
+        print(f"note: '{source}' does not record its output activation and '{val}' holds no "
+              "val video to measure it on: using --output_activation clamp (the template's "
+              "generator has none); type --output_activation sigmoid if yours ends in a "
+              "sigmoid.", file=sys.stderr)
+        return args.output_activation
+    video = Subset(Dataset_Dance(args.DR, None, "val", frames, cache=False,
+                                 frame_size=(args.frame_H, args.frame_W)), [0])
+    psnr = {}
+    for candidate in ("sigmoid", "clamp"):
+        model = VAE_Model(argparse.Namespace(**{**vars(args), "output_activation": candidate}))
+        model.load_state_dict(state_dict)
+        psnr[candidate] = model.validate(video)[1].mean().item()
+    args.output_activation = max(psnr, key=psnr.get)
+    other = "clamp" if args.output_activation == "sigmoid" else "sigmoid"
+    print(f"note: '{source}' does not record its output activation; rolled out over the first "
+          f"{frames} val frames, sigmoid gives {psnr['sigmoid']:.2f} dB and clamp "
+          f"{psnr['clamp']:.2f} dB: using --output_activation {args.output_activation} (type "
+          f"--output_activation {other} to override).", file=sys.stderr)
+    return args.output_activation
 
 
 # --------------------------------------------------------------------------- main
@@ -747,9 +865,8 @@ def install_stop_handlers(model):
 def main(args):
     validate_args(args)
     ckpt = load_checkpoint(args.ckpt_path) if args.ckpt_path else None
-    if ckpt is not None and isinstance(ckpt.get("args"), dict):
-        merge_checkpoint_args(args, ckpt["args"], overridable=set(vars(args)) - set(MODEL_FLAGS))
-        validate_args(args)
+    if ckpt is not None:
+        take_checkpoint_settings(args, ckpt, args.ckpt_path, resume=not args.test)
     dist = setup_distributed(args.device, args.gpu)
     try:
         save_root = prepare_save_root(args.save_root) if dist.is_main else Path(args.save_root)

@@ -13,34 +13,19 @@ By default each split is decoded once into a uint8 tensor held in memory (the
 full real training set at 32x64 is about 290 MB), so no epoch decodes a PNG.
 ``cache=False`` reads the PNGs on every access instead, for sets too big for RAM.
 """
-import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from utils.errors import UserError
+from utils.images import frame_index, list_images, read_image, read_images
 
 LAYOUT = """expected layout:
     <DR>/train/train_img/frame<N>.png   <DR>/train/train_label/frame<N>.png
     <DR>/val/val_img/frame<N>.png       <DR>/val/val_label/frame<N>.png
     <DR>/test/test_img/<i>/frame0.png   <DR>/test/test_label/<i>/frame<N>.png"""
-
-_LAST_INTEGER = re.compile(r"(\d+)(?!.*\d)")
-
-
-def frame_index(path):
-    """The integer in a file name (frame12.png -> 12), used for ordering."""
-    match = _LAST_INTEGER.search(Path(path).stem)
-    return int(match.group(1)) if match else -1
-
-
-def list_images(folder):
-    """The PNGs of a folder, ordered by the integer in their names."""
-    return sorted(Path(folder).glob("*.png"), key=lambda p: (frame_index(p), p.name))
 
 
 def require_dir(path, what):
@@ -48,39 +33,6 @@ def require_dir(path, what):
     if not path.is_dir():
         raise UserError(f"{what} not found: '{path}'.\n{LAYOUT}")
     return path
-
-
-def read_image(path, size):
-    """One image file -> uint8 tensor (3, H, W) at size (H, W), any input mode."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                # Pose images have a white background; keep it white where transparent.
-                rgba = image.convert("RGBA")
-                image = Image.new("RGB", rgba.size, (255, 255, 255))
-                image.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                image = image.convert("RGB")
-            if image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise UserError(f"cannot read image '{path}' ({error}); "
-                        "re-download or regenerate this file.") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-def read_images(paths, size, workers=4):
-    """Many image files -> uint8 tensor (N, 3, H, W), decoded by a thread pool."""
-    out = torch.empty(len(paths), 3, *size, dtype=torch.uint8)
-
-    def decode(i):
-        out[i] = read_image(paths[i], size)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(decode, range(len(paths))))
-    return out
 
 
 def to_unit_float(images):

@@ -1,16 +1,18 @@
 """The submission file is exactly Kaggle's format and the scorer is the grader's metric."""
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import Tester
 import Trainer
-from conftest import TINY, run_cli
-from tools.score_submission import score
+from conftest import TEMPLATE_DIMS, TINY, run_cli, write_template_checkpoint
 from utils.errors import UserError
 from utils.metrics import grader_scores
+from utils.scoring import format_scores, score
 from utils.submission import read_submission, write_submission
 
 
@@ -53,7 +55,7 @@ def test_grader_metric_by_hand():
     assert result["per_sequence"][0] == pytest.approx(seq0)
     assert result["per_sequence"][1] == pytest.approx(seq1)
     assert result["score"] == pytest.approx((seq0 + seq1) / 2)
-    assert result["public"] == pytest.approx(result["score"]) and math.isnan(result["private"])
+    assert result["public"] == pytest.approx(result["score"]) and result["private"] is None
 
 
 def test_public_private_split_and_round_trip(tmp_path):
@@ -66,6 +68,56 @@ def test_public_private_split_and_round_trip(tmp_path):
     assert result["public"] == 100.0 and result["private"] < 100.0
     assert result["score"] == pytest.approx((3 * 100 + result["per_sequence"][3] +
                                              result["per_sequence"][4]) / 5)
+
+
+def sequences(count, frames=630, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(frames, 3, 32, 64, generator=g) for _ in range(count)]
+
+
+def test_scorer_takes_kaggle_solution_file_and_its_usage_split(tmp_path):
+    submission = write_submission(tmp_path / "pred.csv", sequences(2, seed=2))
+    plain = score(submission, write_submission(tmp_path / "gt.csv", sequences(2, seed=1)))
+    lines = (tmp_path / "gt.csv").read_text().splitlines()
+    usage = ["Public" if int(line.split(",")[0]) < 630 else "Private" for line in lines[1:]]
+    solution = tmp_path / "solution.csv"
+    solution.write_text("\n".join([lines[0] + ",Usage"] +
+                                  [f"{line},{u}" for line, u in zip(lines[1:], usage)]) + "\n")
+    kaggle = score(submission, solution)
+    assert kaggle["score"] == pytest.approx(plain["score"], abs=1e-12)
+    # the Usage column, not the sequence number, splits public from private
+    assert plain["private"] is None and plain["public"] == pytest.approx(plain["score"])
+    assert kaggle["public"] == pytest.approx(plain["per_sequence"][0])
+    assert kaggle["private"] == pytest.approx(plain["per_sequence"][1])
+    assert "rows marked Private" in format_scores(kaggle)
+
+
+def test_scorer_with_fewer_sequences_reports_those_present(tmp_path):
+    truth = sequences(2, seed=1)
+    result = score(write_submission(tmp_path / "pred.csv", truth),
+                   write_submission(tmp_path / "gt.csv", truth))
+    assert result["sequences"] == [0, 1] and result["private"] is None
+    assert result["public"] == result["score"] == 100.0
+    text = format_scores(result)
+    assert "nan" not in text.lower()
+    assert "sequences 0-2; here 0, 1" in text and "sequences 3-4; here none present" in text
+    assert "holds 2 of the 5 test sequences" in text
+
+
+def test_scorer_rejects_values_outside_0_255_with_the_graders_score(tmp_path):
+    truth = sequences(1, frames=20, seed=1)
+    write_submission(tmp_path / "gt.csv", truth)
+    path = write_submission(tmp_path / "pred.csv", truth)
+    lines = path.read_text().splitlines()
+    lines[3] = "2," + ",".join(["300"] * 6144)                # frame 2 of sequence 0
+    path.write_text("\n".join(lines) + "\n")
+    raw = grader_scores(*[read_submission(p, check_range=False)[1] for p in (path, tmp_path / "gt.csv")],
+                        np.arange(20))["score"]
+    with pytest.raises(UserError) as error:
+        score(path, tmp_path / "gt.csv")
+    message = str(error.value)
+    assert "outside 0..255" in message and "line 4" in message
+    assert f"would still score the raw values: {raw:.4f} dB" in message
 
 
 def test_scorer_lists_every_problem(tmp_path):
@@ -145,13 +197,66 @@ def test_tester_cli_end_to_end(tiny_dataset, trained, tmp_path):
     assert "public  (sequences 0-2)" in scored.stdout
 
 
-def test_tester_flags_that_contradict_the_checkpoint(tiny_dataset, trained, tmp_path):
-    proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", tmp_path, "--ckpt_path", trained,
-                   "--F_dim", "64", check=False)
-    assert proc.returncode != 0 and "--F_dim 64 (checkpoint: 16)" in proc.stderr
-    proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", tmp_path, "--ckpt_path", trained,
-                   "--frame_H", "64", check=False)
-    assert proc.returncode != 0 and "--frame_H 64 (checkpoint: 32)" in proc.stderr
+def args_for_tester(ckpt, *flags, data="unused", save_root="unused"):
+    return Trainer.parse_args(["--DR", str(data), "--save_root", str(save_root),
+                               "--ckpt_path", str(ckpt), *flags], Tester.get_tester_parser())
+
+
+def test_tester_flags_that_contradict_the_checkpoint(trained, tmp_path):
+    template = write_template_checkpoint(tmp_path / "template.ckpt",
+                                         Trainer.VAE_Model(Trainer.parse_args(
+                                             ["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS])))
+    for ckpt, flags, named in ((trained, ["--F_dim", "64"], "--F_dim 64 (checkpoint: 16)"),
+                               (trained, ["--frame_H", "64"], "--frame_H 64 (checkpoint: 32)"),
+                               (template, ["--N_dim", "12"], "--N_dim 12 (checkpoint: 4)")):
+        with pytest.raises(UserError, match=re.escape(named)):
+            Tester.load_test_model(args_for_tester(ckpt, *flags))
+
+
+def test_template_checkpoint_is_tested_with_no_model_flags(tiny_dataset, tmp_path, capsys):
+    model = Trainer.VAE_Model(Trainer.parse_args(["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS]))
+    template = write_template_checkpoint(tmp_path / "template.ckpt", model)
+    args = args_for_tester(template, data=tiny_dataset, save_root=tmp_path / "out")
+    Tester.main(args)
+    assert (args.F_dim, args.L_dim, args.N_dim, args.D_out_dim) == (24, 8, 4, 16)
+    read_submission(tmp_path / "out" / "submission.csv", expected_rows=3150)
+    assert "does not record its output activation" in capsys.readouterr().err
+
+
+def solid_val_video(root, value, frames=8):
+    """A dataset root whose val video is one grey level throughout."""
+    for folder, colour in (("val_img", round(value * 255)), ("val_label", 255)):
+        (root / "val" / folder).mkdir(parents=True)
+        for i in range(frames):
+            Image.new("RGB", (64, 32), (colour,) * 3).save(root / "val" / folder / f"frame{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("trained_with", ["sigmoid", "clamp"])
+def test_output_activation_of_a_template_checkpoint_is_measured(tmp_path, capsys, trained_with):
+    """A generator that outputs one constant: only the activation it was trained with
+    maps that constant onto the video's grey level, and both tools must find it."""
+    grey = 0.2
+    data = solid_val_video(tmp_path / "data", grey)
+    model = Trainer.VAE_Model(Trainer.parse_args(["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS]))
+    with torch.no_grad():
+        model.Generator[-1].weight.zero_()
+        model.Generator[-1].bias.fill_(math.log(grey / (1 - grey)) if trained_with == "sigmoid"
+                                       else grey)
+    template = write_template_checkpoint(tmp_path / "template.ckpt", model)
+    tester = args_for_tester(template, data=data)
+    Tester.load_test_model(tester)
+    trainer = Trainer.parse_args(["--DR", str(data), "--save_root", str(tmp_path / "run"),
+                                  "--ckpt_path", str(template), "--test", "--val_vi_len", "8"])
+    frame_psnr = Trainer.main(trainer)
+    assert tester.output_activation == trainer.output_activation == trained_with
+    assert frame_psnr.mean() > 60
+    err = capsys.readouterr().err
+    assert err.count("sigmoid gives") == 2 and f"using --output_activation {trained_with}" in err
+    other = "clamp" if trained_with == "sigmoid" else "sigmoid"
+    typed = args_for_tester(template, "--output_activation", other, data=data)
+    Tester.load_test_model(typed)
+    assert typed.output_activation == other and "sigmoid gives" not in capsys.readouterr().err
 
 
 def test_tester_runs_the_networks_as_asked(trained, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import Trainer
-from conftest import TINY, run_cli
+from conftest import TEMPLATE_DIMS, TINY, run_cli, write_template_checkpoint
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.metrics import psnr_per_frame
@@ -54,6 +54,13 @@ def test_cyclical_beta_with_partial_rise_restarts_each_cycle():
     assert betas == pytest.approx(one_cycle * 3)
 
 
+def test_unambiguous_abbreviations_are_accepted_and_count_as_typed():
+    args = args_for("--ckpt", "a.ckpt", "--output_act=clamp", "--num_e", "5")
+    assert (args.ckpt_path, args.output_activation, args.num_epoch) == ("a.ckpt", "clamp", 5)
+    assert {"ckpt_path", "output_activation", "num_epoch"} <= set(args.explicit_flags)
+    assert "lr" in args_for("--lr", "0.01").explicit_flags   # exact beats --lr_scheduler
+
+
 def test_unknown_kl_type_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit):
         args_for("--kl_anneal_type", "Sigmoid")
@@ -75,7 +82,6 @@ def test_lr_schedules():
         [1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4)])
 
 
-
 def test_warmup_ramps_the_lr_of_each_optimizer_step():
     args = args_for("--lr", "0.002", "--warmup_steps", "4", "--lr_scheduler", "constant")
     assert [Trainer.learning_rate(args, 0, s) for s in range(6)] == pytest.approx(
@@ -86,6 +92,16 @@ def test_warmup_ramps_the_lr_of_each_optimizer_step():
     for step in range(3):
         model.training_one_step(clip, clip, True)
         assert model.optim.param_groups[0]["lr"] == pytest.approx(0.0005 * (step + 1))
+
+
+def test_stored_lr_lets_the_template_continue():
+    """The template's Trainer resumes Adam at the checkpoint's lr: mid-run that is the
+    rate this run would take next; after the last epoch, the peak (cosine ends at 0)."""
+    model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.002", "--num_epoch", "4",
+                                       "--warmup_steps", "0"))
+    assert model.checkpoint(last_epoch=1)["lr"] == pytest.approx(0.002 * 0.5)
+    assert model.checkpoint(last_epoch=3)["lr"] == pytest.approx(0.002)
+
 
 # --------------------------------------------------------------------------- loss pieces
 def test_analytic_kl_matches_monte_carlo():
@@ -166,7 +182,7 @@ def test_checkpoint_round_trip(tmp_path):
     model.current_epoch, model.best_val_psnr = 4, 21.5
     model.save(tmp_path / "a.ckpt")
     ckpt = load_checkpoint(tmp_path / "a.ckpt")
-    assert {"state_dict", "optimizer", "scheduler", "scaler", "lr", "tfr", "last_epoch",
+    assert {"state_dict", "optimizer", "scaler", "lr", "tfr", "last_epoch",
             "args", "best_val_psnr", "global_step"} <= set(ckpt)
     assert isinstance(ckpt["args"], dict) and ckpt["args"]["F_dim"] == 16
     assert "param_groups" in ckpt["optimizer"] and ckpt["optimizer"]["state"]
@@ -178,6 +194,16 @@ def test_checkpoint_round_trip(tmp_path):
     exp_avg = lambda m: m.optim.state_dict()["state"][0]["exp_avg"]  # noqa: E731
     assert torch.equal(exp_avg(model), exp_avg(clone))
 
+
+def test_format_1_checkpoint_with_a_lambdalr_state_still_resumes(tmp_path):
+    model = Trainer.VAE_Model(args_for(*TINY))
+    ckpt = model.checkpoint(last_epoch=2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(model.optim, lambda epoch: 1.0)
+    ckpt.update(format_version=1, scheduler=scheduler.state_dict(), global_step=7)
+    torch.save(ckpt, tmp_path / "v1.ckpt")
+    clone = Trainer.VAE_Model(args_for(*TINY))
+    clone.load_checkpoint(load_checkpoint(tmp_path / "v1.ckpt"), "v1.ckpt")   # weights_only
+    assert clone.current_epoch == 3 and clone.global_step == 7
 
 
 def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
@@ -292,3 +318,37 @@ def test_cli_rejects_bad_flags_without_traceback(tiny_dataset, tmp_path):
         proc = run_cli("Trainer.py", *train_args(tiny_dataset, tmp_path / "r", *flags), check=False)
         assert proc.returncode != 0 and name in proc.stderr, flags
         assert "Traceback" not in proc.stderr
+
+
+def test_template_checkpoint_resumes_with_its_dims_lr_and_tfr(tiny_dataset, tmp_path, capsys,
+                                                              restore_signals):
+    template = write_template_checkpoint(tmp_path / "template.ckpt",
+                                         Trainer.VAE_Model(args_for(*TEMPLATE_DIMS)),
+                                         lr=5e-4, tfr=0.7, last_epoch=1)
+    run = tmp_path / "run"
+    model = Trainer.main(Trainer.parse_args([
+        "--DR", str(tiny_dataset), "--save_root", str(run), "--ckpt_path", str(template),
+        "--num_epoch", "4", "--tfr_sde", "0", "--tfr_d_step", "0.1", "--val_vi_len", "12",
+        "--device", "cpu"]))
+    args = model.args
+    assert (args.F_dim, args.L_dim, args.N_dim, args.D_out_dim) == (24, 8, 4, 16)
+    rows = read_rows(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["2", "3"]
+    # --lr is the checkpoint's lr, the peak of the cosine schedule over 4 epochs
+    assert float(rows[0]["lr"]) == pytest.approx(5e-4 * 0.5)
+    # the checkpoint's ratio 0.7 at epoch 1 keeps decaying by 0.1 per epoch
+    assert [float(r["tfr"]) for r in rows] == pytest.approx([0.6, 0.5])
+    err = capsys.readouterr().err
+    assert "the checkpoint's lr" in err and "the checkpoint's tfr 0.7" in err
+    assert "output activation" in err and "--output_activation" in err
+
+
+def test_resume_with_nothing_left_to_train_says_so(tmp_path, capsys):
+    model = Trainer.VAE_Model(args_for(*TINY, "--num_epoch", "2", "--lr_scheduler", "cosine"))
+    model.save(tmp_path / "last.ckpt", last_epoch=1)
+    with pytest.raises(SystemExit) as stop:
+        Trainer.main(Trainer.parse_args(["--DR", "unused", "--save_root", str(tmp_path),
+                                         "--ckpt_path", str(tmp_path / "last.ckpt")]))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "already at the last epoch" in err and "--num_epoch 12" in err

@@ -4,8 +4,11 @@
 
 Per row: MSE on the 0..255 scale and PSNR with data range 255; rows whose
 frame index (id % 630) is 0 or 601 and above are skipped; the score is the
-mean. Public = sequences 0-2, private = 3-4. A perfect frame (MSE 0) is
-capped at 100 dB.
+mean. Public = sequences 0-2, private = 3-4, or the rows that the Usage
+column of Kaggle's solution file marks Public and Private. A perfect frame
+(MSE 0) is capped at 100 dB. With fewer than 5 sequences in the ground truth,
+every figure is over those present. Values outside 0..255 are an error whose
+message gives the score the grader would have given them.
 """
 import json
 import sys
@@ -15,24 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import tool_parser  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
-from utils.metrics import grader_scores  # noqa: E402
-from utils.submission import load_ground_truth, match_rows, read_submission  # noqa: E402
-
-
-def score(submission, gt):
-    """Scores of a submission file against ground truth (folder or CSV)."""
-    pred_ids, pred_rows = read_submission(submission)
-    true_ids, true_rows = load_ground_truth(gt)
-    ids, pred_rows, true_rows = match_rows(pred_ids, pred_rows, true_ids, true_rows)
-    return grader_scores(pred_rows, true_rows, ids)
-
-
-def format_scores(result):
-    lines = [f"score (grader's metric, mean PSNR over scored frames): {result['score']:.4f} dB",
-             f"  public  (sequences 0-2): {result['public']:.4f} dB",
-             f"  private (sequences 3-4): {result['private']:.4f} dB"]
-    lines += [f"  sequence {s}: {v:.4f} dB" for s, v in result["per_sequence"].items()]
-    return "\n".join(lines)
+from utils.scoring import format_scores, score  # noqa: E402
 
 
 @exit_on_user_error
@@ -40,7 +26,8 @@ def main(argv=None):
     parser = tool_parser(__doc__)
     parser.add_argument("submission", help="the submission.csv to check and score")
     parser.add_argument("--gt", required=True,
-                        help="ground truth: a folder of <i>/frame<N>.png or a CSV")
+                        help="ground truth: a folder of <i>/frame<N>.png, a CSV, or Kaggle's "
+                        "solution file (with its Usage column)")
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
     result = score(args.submission, args.gt)

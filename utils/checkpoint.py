@@ -4,16 +4,17 @@ A checkpoint is a dict of tensors and plain values only, so it loads with
 ``torch.load(weights_only=True)``: a file crafted to run code when unpickled is
 refused, and nothing in it runs.
 """
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
 from utils.errors import UserError
+from utils.fileio import atomic_write
 
-FORMAT_VERSION = 1
+# 2: no "scheduler" entry, since the LR is a function of (args, epoch, step), all
+# stored. Version 1 files hold a LambdaLR state there; it is ignored, so they load.
+FORMAT_VERSION = 2
 # Where each model dimension can be read off a state_dict: (key, axis, divisor).
 DIM_KEYS = {
     "F_dim": ("frame_transformation.6.weight", 0, 1),
@@ -24,28 +25,8 @@ DIM_KEYS = {
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file beside ``path``, then rename over it.
-
-    A crash, ``kill -9`` or a full disk at any moment leaves either the old
-    file or the new one, never a truncated one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        kept = "the previous file is intact" if path.exists() else "nothing was written"
-        raise UserError(f"could not write '{path}' ({error.strerror or error}); {kept}. "
-                        "Free disk space (or fix permissions) and resume from the last "
-                        "checkpoint.") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save ``obj`` to ``path`` atomically (old file or new one, never a truncated one)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path):

@@ -1,6 +1,4 @@
 """PSNR for validation and the Kaggle grader's metric."""
-import math
-
 import numpy as np
 import torch
 
@@ -22,13 +20,15 @@ def psnr_per_frame(pred, target, data_range=1.0):
     return 10 * torch.log10(data_range ** 2 / mse.clamp_min(floor))
 
 
-def grader_scores(pred_rows, true_rows, ids):
+def grader_scores(pred_rows, true_rows, ids, usage=None):
     """The Kaggle metric on CSV rows (values 0..255).
 
     Per row MSE on the 0..255 scale and PSNR with data range 255; rows whose
     frame index (id % 630) is 0 or above 600 are skipped. Returns a dict with
-    'score' (mean over scored rows), 'public' (sequences 0-2), 'private' (3-4,
-    when present) and 'per_sequence'.
+    'score' (mean over scored rows), 'public' and 'private' (sequences 0-2 and
+    the others, or the rows ``usage`` marks Public and Private as in Kaggle's
+    solution file), 'per_sequence', and 'sequences' (those present). A part
+    with no scored row is None.
     """
     pred = np.asarray(pred_rows, dtype=np.float64)
     true = np.asarray(true_rows, dtype=np.float64)
@@ -39,10 +39,13 @@ def grader_scores(pred_rows, true_rows, ids):
     floor = 255.0 ** 2 * 10 ** (-PSNR_CAP_DB / 10)
     psnr = 10 * np.log10(255.0 ** 2 / np.maximum(mse, floor))
     sequence = ids[scored] // FRAMES_PER_SEQUENCE
-    result = {"score": float(psnr.mean()) if psnr.size else math.nan,
-              "per_sequence": {int(s): float(psnr[sequence == s].mean())
-                               for s in np.unique(sequence)}}
-    public = np.isin(sequence, PUBLIC_SEQUENCES)
-    result["public"] = float(psnr[public].mean()) if public.any() else math.nan
-    result["private"] = float(psnr[~public].mean()) if (~public).any() else math.nan
-    return result
+    if usage is None:
+        public = np.isin(sequence, PUBLIC_SEQUENCES)
+        private = ~public
+    else:
+        part = np.char.lower(np.asarray(usage, dtype=str)[scored])
+        public, private = part == "public", part == "private"
+    mean = lambda values: float(values.mean()) if values.size else None  # noqa: E731
+    return {"score": mean(psnr), "public": mean(psnr[public]), "private": mean(psnr[private]),
+            "per_sequence": {int(s): mean(psnr[sequence == s]) for s in np.unique(sequence)},
+            "sequences": sorted(int(s) for s in np.unique(ids // FRAMES_PER_SEQUENCE))}
