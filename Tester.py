@@ -35,8 +35,9 @@ def get_tester_parser():
                       help="also write label | prediction GIFs per sequence")
     test.add_argument("--num_samples", type=int, default=1,
                       help="average this many rollouts (different z) per sequence")
-    test.add_argument("--prior_z", choices=["sample", "zero"], default="sample",
-                      help="z at inference: drawn from N(0, I), or its mean (zeros)")
+    test.add_argument("--z_scale", type=float, default=1.0,
+                      help="z at inference = z_scale x N(0, I): 1 samples the prior, 0 is "
+                      "its mean")
     test.add_argument("--gt", default=None,
                       help="ground truth (folder of <i>/frame<N>.png, CSV, or Kaggle's solution "
                       "file): print the score")
@@ -47,16 +48,16 @@ class Test_model(VAE_Model):
     """The trained model plus what the test split needs; reuses VAE_Model.rollout."""
 
     @torch.no_grad()
-    def predict(self, first_frames, labels, num_samples=1, prior="sample", generator=None):
+    def predict(self, first_frames, labels, num_samples=1, z_scale=1.0, generator=None):
         """first_frames (S, 3, H, W), labels (S, T, 3, H, W) -> (S, T, 3, H, W).
 
         All S sequences (times num_samples) roll out as one batch; with
         num_samples > 1 the samples' frames are averaged per sequence.
         """
         S = first_frames.shape[0]
-        repeat = 1 if prior == "zero" else num_samples
+        repeat = 1 if z_scale == 0 else num_samples
         frames = self.rollout(first_frames.repeat(repeat, 1, 1, 1), labels.repeat(repeat, 1, 1, 1, 1),
-                              generator=generator, prior=prior, progress=True)
+                              generator=generator, z_scale=z_scale, progress=True)
         frames = frames.unflatten(0, (repeat, S)).mean(0)                 # (S, T, 3, H, W)
         frames[:, 0] = first_frames   # the given frame, exactly (a float mean may round)
         return frames
@@ -115,7 +116,7 @@ def main(args):
     for indices in by_length.values():   # one batch per sequence length (one, normally)
         first = torch.cat([items[i][0] for i in indices]).to(model.device)
         labels = torch.stack([items[i][1] for i in indices]).to(model.device)
-        frames = model.predict(first, labels, args.num_samples, args.prior_z, generator)
+        frames = model.predict(first, labels, args.num_samples, args.z_scale, generator)
         for i, seq in zip(indices, frames.cpu()):
             predictions[i] = seq
     rollout_seconds = time.time() - started

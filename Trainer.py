@@ -112,6 +112,8 @@ def get_args_parser():
     optim.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS,
                        help="raise the LR linearly over the first N optimizer steps (0: off)")
     optim.add_argument("--num_epoch", type=int, default=70, help="number of epochs")
+    optim.add_argument("--loss", choices=["mse", "l1_mse"], default="mse",
+                       help="reconstruction loss: MSE (the template's), or 0.5 L1 + 0.5 MSE")
     optim.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clip")
     optim.add_argument("--seed", type=int, default=0, help="random seed")
     optim.add_argument("--device", default="auto",
@@ -437,18 +439,21 @@ class VAE_Model(nn.Module):
                 frames.append(prev)
             pred = torch.stack(frames)                                    # (T-1, B, 3, H, W)
 
-        mse = F.mse_loss(pred.float(), img_tb[1:].float())
+        pred, truth = pred.float(), img_tb[1:].float()
+        mse = F.mse_loss(pred, truth)
+        reconstruction = mse if self.args.loss == "mse" else 0.5 * (F.l1_loss(pred, truth) + mse)
         kl = kl_divergence(mu, logvar, self.args.kl_reduction)
-        return mse + beta * kl, mse.detach(), kl.detach()
+        return reconstruction + beta * kl, mse.detach(), kl.detach()
 
     @torch.no_grad()
-    def rollout(self, first_frame, labels, generator=None, prior="sample", noise=None, chunk=64,
+    def rollout(self, first_frame, labels, generator=None, z_scale=1.0, noise=None, chunk=64,
                 progress=False):
         """Autoregressive prediction from the prior: first_frame (B, 3, H, W),
         labels (B, T, 3, H, W) -> frames (B, T, 3, H, W), frames[:, 0] = first_frame.
 
-        z_t ~ N(0, I) drawn from ``generator`` (or all zeros, the prior mean, with
-        prior="zero"), unless ``noise`` (B, T-1, N_dim, H, W) gives it. All B
+        z_t = z_scale * eps with eps ~ N(0, I) drawn from ``generator`` (z_scale 1:
+        a sample of the prior; 0: its mean), unless ``noise`` (B, T-1, N_dim, H, W)
+        gives z. All B
         sequences advance together, one batched step per frame; labels are
         encoded ``chunk`` time steps at a time (bounded memory). The networks run
         in eval mode: the BatchNorm normalises as --bn_rollout says (each frame on
@@ -470,10 +475,10 @@ class VAE_Model(nn.Module):
                         labels[:, t:t + chunk].transpose(0, 1))           # (chunk, B, L, H, W)
                 if noise is not None:
                     z = noise[:, t - 1]
-                elif prior == "zero":
+                elif z_scale == 0:
                     z = torch.zeros(z_shape, device=out.device)
                 else:
-                    z = torch.randn(z_shape, device=out.device, generator=generator)
+                    z = z_scale * torch.randn(z_shape, device=out.device, generator=generator)
                 prev = self.decode(self.frame_transformation(prev), label_feat[(t - 1) % chunk], z)
                 out[:, t] = prev.float()
         return out

@@ -1,118 +1,148 @@
-"""PSNR per unit of compute: recipes side by side on unseen test motions.
+"""The ablation table: each recipe choice as one measured row on unseen test motions.
 
     python tools/benchmark_quality.py [--DR data/synthetic] [--out runs/quality]
-        [--recipes ours template] [--epochs N] [--partial P] [Trainer flags]
+        [--rows default template ...] [--epochs 8] [--jobs 2] [Trainer flags]
 
-Each recipe trains with the quickstart's dims on the same data for the same
-number of epochs (a real `Trainer.py` run), then `Tester.py` rolls out the
-synthetic test sequences (motions never seen in training) and
-`tools/score_submission.py` scores them with the grader's metric. The
-copy-first-frame baseline (every frame = the given first frame) is scored too.
-The result is a markdown table in <out>/quality.md.
+Every row of tools/recipes.py ABLATIONS changes one thing against the default
+recipe, at the quickstart's dims and budget. Rows that change training run a
+real `Trainer.py`; rows that change only the test reuse the default's
+checkpoint. `Tester.py` then rolls out the synthetic test sequences (motions
+never seen in training) and each submission is scored with the grader's metric.
+The copy-first-frame baseline is scored too, and "seed 1" against "default"
+gives the noise of a measurement. Finished runs are kept, so an interrupted
+table is completed by running the same command again. The table goes to
+<out>/quality.md and <out>/quality.json.
 """
 import json
 import os
+import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataloader import DanceTestSequences  # noqa: E402
-from tools.quickstart import CPU_RECIPE  # noqa: E402
-from tools.score_submission import score  # noqa: E402
+from tools.recipes import ABLATIONS, CPU_EPOCHS, CPU_RECIPE  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE, row_psnr  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
-from utils.submission import write_submission  # noqa: E402
+from utils.scoring import score  # noqa: E402
+from utils.submission import (load_ground_truth, match_rows, read_submission,  # noqa: E402
+                              write_submission)
 
-# The course template's recipe, expressed in this project's flags.
-TEMPLATE = ["--optim", "Adam", "--lr", "0.001", "--lr_scheduler", "multistep",
-            "--tfr", "1.0", "--tfr_sde", "10", "--tfr_d_step", "0.1", "--tf_mode", "batch",
-            "--kl_anneal_type", "Cyclical", "--kl_anneal_cycle", "10", "--kl_anneal_ratio", "1",
-            "--kl_reduction", "sum", "--output_activation", "none", "--warmup_steps", "0",
-            "--amp", "off", "--no-channels_last"]
-# "ours" = Trainer.py's defaults; "fp32" = the same without reduced precision, to show
-# what the bf16 autocast default costs in quality at an equal budget.
-RECIPES = {"ours": [], "fp32": ["--amp", "off", "--no-channels_last"], "template": TEMPLATE}
+EARLY, LATE = range(1, 101), range(501, 601)   # frames compared for drift
 
 
-def run(command):
+def slug(name):
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def run(command, log=None, threads=None):
     print("$ " + " ".join(map(str, command)), flush=True)
-    subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, check=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    with open(log, "w") if log else open(os.devnull, "w") as sink:
+        subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, env=env, check=True,
+                       stdout=sink if log else None, stderr=subprocess.STDOUT if log else None)
 
 
-def train_all(commands, parallel):
-    """Train every recipe; with --parallel, all at once with one thread each
-    (small models scale poorly over threads, so this halves the wall time)."""
-    if not parallel:
-        for command in commands:
-            run(command)
+def train(name, data, out, epochs, extra, threads):
+    """One Trainer.py run for a row, unless a complete one is already there."""
+    run_dir = out / slug(name)
+    if len(read_metrics(run_dir)) >= epochs and (run_dir / "best.ckpt").is_file():
+        print(f"== {name}: complete in {run_dir}, kept", flush=True)
         return
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = []
-    for command in commands:
-        print("$ " + " ".join(map(str, command)), flush=True)
-        procs.append(subprocess.Popen([sys.executable, *map(str, command)], cwd=ROOT, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    failed = [c for c, p in zip(commands, procs) if p.wait() != 0]
-    if failed:
-        raise SystemExit(f"training failed: {failed}")
+    flags = ABLATIONS[name][1](epochs)
+    run(["Trainer.py", "--DR", data, "--save_root", run_dir, "--device", "cpu", *CPU_RECIPE,
+         "--num_epoch", epochs, *flags, *extra], log=out / f"{slug(name)}.log", threads=threads)
 
 
-def copy_first_frame_score(data, out):
+def drift(submission, gt):
+    """Per test sequence: mean grader PSNR over frames 501..600 minus 1..100."""
+    pred_ids, pred = read_submission(submission)
+    true_ids, true, _ = load_ground_truth(gt)
+    ids, pred_at, true_at = match_rows(pred_ids, true_ids)
+    psnr = row_psnr(pred[pred_at], true[true_at])
+    frame, sequence = ids % FRAMES_PER_SEQUENCE, ids // FRAMES_PER_SEQUENCE
+    window = lambda s, frames: psnr[(sequence == s) & np.isin(frame, frames)].mean()  # noqa: E731
+    return {int(s): float(window(s, LATE) - window(s, EARLY)) for s in np.unique(sequence)}
+
+
+def test(name, data, out):
+    """Roll out the test sequences with a row's checkpoint and test flags; scores."""
+    train_flags, test_flags = ABLATIONS[name][1], ABLATIONS[name][2]
+    run_dir = out / slug(name if train_flags else "default")
+    test_dir = out / "test" / slug(name)
+    run(["Tester.py", "--DR", data, "--save_root", test_dir, "--device", "cpu",
+         "--ckpt_path", run_dir / "best.ckpt", *test_flags], log=out / f"{slug(name)}.test.log")
+    submission = test_dir / "submission.csv"
+    metrics = read_metrics(run_dir)
+    return {"what": ABLATIONS[name][0], "val_psnr": max(r["val_psnr"] for r in metrics),
+            "train_minutes": sum(r["epoch_seconds"] for r in metrics) / 60,
+            **score(submission, data / "test_gt"), "drift": drift(submission, data / "test_gt")}
+
+
+def copy_first_frame(data, out):
     dataset = DanceTestSequences(data)
-    sequences = []
-    for first, labels in (dataset[i] for i in range(len(dataset))):
-        sequences.append(first.expand(labels.shape[0], -1, -1, -1))
+    sequences = [first.expand(labels.shape[0], -1, -1, -1)
+                 for first, labels in (dataset[i] for i in range(len(dataset)))]
     path = write_submission(out / "copy_first_frame.csv", sequences)
-    return score(path, data / "test_gt")
+    return {"what": "every frame = the given first frame", **score(path, data / "test_gt"),
+            "drift": drift(path, data / "test_gt")}
+
+
+def table(results, header):
+    default = results.get("default", {}).get("score")
+    lines = [header, "", "| row | what changes | val PSNR | test score | vs default | "
+             "worst drift, frames 501-600 vs 1-100 | training (min) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        versus = f"{r['score'] - default:+.2f}" if default is not None else ""
+        val = f"{r['val_psnr']:.2f}" if "val_psnr" in r else ""
+        minutes = f"{r['train_minutes']:.1f}" if "train_minutes" in r else ""
+        lines.append(f"| {name} | {r['what']} | {val} | {r['score']:.2f} | {versus} | "
+                     f"{min(r['drift'].values()):+.2f} dB | {minutes} |")
+    if "seed 1" in results and default is not None:
+        noise = abs(results["seed 1"]["score"] - default)
+        lines += ["", f"Noise of a measurement (|default - seed 1|): {noise:.2f} dB; a "
+                  "difference smaller than that is no difference."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = tool_parser(__doc__)
-    parser.add_argument("--DR", default="data/synthetic", help="synthetic dataset (generated if missing)")
-    parser.add_argument("--out", default="runs/quality", help="folder for runs and quality.md")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--parallel", action="store_true",
-                        help="train the recipes at the same time, one CPU thread each")
+    parser.add_argument("--DR", default="data/synthetic",
+                        help="synthetic dataset (generated there if missing)")
+    parser.add_argument("--out", default="runs/quality", help="folder for runs and the table")
+    parser.add_argument("--rows", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS),
+                        metavar="ROW", help="rows of tools/recipes.py ABLATIONS to measure")
+    parser.add_argument("--epochs", type=int, default=CPU_EPOCHS, help="training budget")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="training runs at a time, each with (CPU cores / jobs) threads")
     args, extra = parser.parse_known_args(argv)
     data, out = Path(args.DR).resolve(), Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     run(["tools/synthetic_dance.py", "--out", data])
 
-    train_all([["Trainer.py", "--DR", data, "--save_root", out / name, "--device", "cpu",
-                *CPU_RECIPE, *RECIPES[name], *extra] for name in args.recipes], args.parallel)
-    rows = []
-    for name in args.recipes:
-        run_dir = out / name
-        run(["Tester.py", "--DR", data, "--save_root", run_dir / "test", "--device", "cpu",
-             "--ckpt_path", run_dir / "best.ckpt"])
-        result = score(run_dir / "test" / "submission.csv", data / "test_gt")
-        metrics = read_metrics(run_dir)
-        best_val = max(r["val_psnr"] for r in metrics)
-        train_minutes = sum(r["epoch_seconds"] for r in metrics) / 60
-        rows.append((name, best_val, result, train_minutes))
-    baseline = copy_first_frame_score(data, out)
+    trained = [n for n in args.rows if ABLATIONS[n][1] is not None]
+    if any(ABLATIONS[n][1] is None for n in args.rows) and "default" not in trained:
+        trained.insert(0, "default")   # test-time rows need the default's checkpoint
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda n: train(n, data, out, args.epochs, extra, threads), trained))
+    results = {name: test(name, data, out) for name in args.rows}
+    results["copy first frame"] = copy_first_frame(data, out)
 
-    threads = "1 CPU thread per run, runs in parallel" if args.parallel else \
-        f"{torch.get_num_threads()} CPU threads"
-    lines = [f"Quickstart dims and budget ({' '.join(CPU_RECIPE + extra)}), {threads}.", "",
-             "| recipe | best val PSNR (dB) | test score (dB) | public | private | training time (min) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, val, result, minutes in rows:
-        lines.append(f"| {name} | {val:.2f} | {result['score']:.2f} | {result['public']:.2f} | "
-                     f"{result['private']:.2f} | {minutes:.1f} |")
-    lines.append(f"| copy first frame | | {baseline['score']:.2f} | {baseline['public']:.2f} | "
-                 f"{baseline['private']:.2f} | 0 |")
-    table = "\n".join(lines) + "\n"
-    (out / "quality.md").write_text(table)
-    (out / "quality.json").write_text(json.dumps(
-        {name: {"val_psnr": val, **result, "train_minutes": m} for name, val, result, m in rows}
-        | {"copy_first_frame": baseline}, indent=2))
-    print("\n" + table)
+    header = (f"Quickstart dims and budget ({' '.join(CPU_RECIPE)}, --num_epoch {args.epochs}"
+              f"{' ' + ' '.join(extra) if extra else ''}), {args.jobs} run(s) at a time.")
+    (out / "quality.md").write_text(table(results, header))
+    (out / "quality.json").write_text(json.dumps(results, indent=2))
+    print("\n" + table(results, header))
+    return results
 
 
 if __name__ == "__main__":

@@ -17,23 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools.recipes import CPU_RECIPE, GPU_RECIPE, SMOKE_DATA, SMOKE_RECIPE  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 from utils.runtime import resolve_device  # noqa: E402
-
-# Chosen by measurement on 2 CPU cores (README, "Quality"): small dims, short
-# clips, a tenth of the synthetic set per epoch. The small model trains stably
-# at lr 3e-3 without warm-up (the default dims need 1e-3 and a warm-up); over
-# these 584 steps a 100-step warm-up cost 0.7 dB of val PSNR.
-CPU_RECIPE = ["--F_dim", "32", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "48",
-              "--batch_size", "4", "--train_vi_len", "8", "--num_epoch", "8", "--partial", "0.1",
-              "--lr", "0.003", "--warmup_steps", "0"]
-# On a GPU the template's dims train quickly; more epochs buy PSNR.
-GPU_RECIPE = ["--num_epoch", "30", "--partial", "0.5"]
-# --smoke: the same pipeline on a tiny set with tiny dims, in about a minute.
-SMOKE_DATA = ["--train_frames", "192", "--val_frames", "40", "--size", "64x32"]
-SMOKE_RECIPE = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24",
-                "--num_epoch", "1", "--val_vi_len", "20"]
 
 
 def step(title, command):

@@ -20,6 +20,13 @@ def psnr_per_frame(pred, target, data_range=1.0):
     return 10 * torch.log10(data_range ** 2 / mse.clamp_min(floor))
 
 
+def row_psnr(pred_rows, true_rows):
+    """The grader's PSNR of each CSV row (values 0..255, data range 255)."""
+    diff = np.asarray(pred_rows, dtype=np.float64) - np.asarray(true_rows, dtype=np.float64)
+    floor = 255.0 ** 2 * 10 ** (-PSNR_CAP_DB / 10)
+    return 10 * np.log10(255.0 ** 2 / np.maximum((diff ** 2).mean(axis=1), floor))
+
+
 def grader_scores(pred_rows, true_rows, ids, usage=None):
     """The Kaggle metric on CSV rows (values 0..255).
 
@@ -30,14 +37,10 @@ def grader_scores(pred_rows, true_rows, ids, usage=None):
     solution file), 'per_sequence', and 'sequences' (those present). A part
     with no scored row is None.
     """
-    pred = np.asarray(pred_rows, dtype=np.float64)
-    true = np.asarray(true_rows, dtype=np.float64)
     ids = np.asarray(ids)
     frame = ids % FRAMES_PER_SEQUENCE
     scored = (frame >= SCORED_FRAMES.start) & (frame < SCORED_FRAMES.stop)
-    mse = ((pred[scored] - true[scored]) ** 2).mean(axis=1)
-    floor = 255.0 ** 2 * 10 ** (-PSNR_CAP_DB / 10)
-    psnr = 10 * np.log10(255.0 ** 2 / np.maximum(mse, floor))
+    psnr = row_psnr(np.asarray(pred_rows)[scored], np.asarray(true_rows)[scored])
     sequence = ids[scored] // FRAMES_PER_SEQUENCE
     if usage is None:
         public = np.isin(sequence, PUBLIC_SEQUENCES)

@@ -1,0 +1,43 @@
+"""Recipes and the ablation table: every row is a valid run at any budget."""
+import numpy as np
+import pytest
+import torch
+
+import Tester
+import Trainer
+from tools.benchmark_quality import drift, table
+from tools.recipes import ABLATIONS, CPU_RECIPE, template
+from utils.submission import load_ground_truth, write_submission
+
+
+@pytest.mark.parametrize("epochs", [2, 5, 8, 70])
+@pytest.mark.parametrize("row", list(ABLATIONS))
+def test_every_row_is_a_valid_run_at_any_budget(row, epochs):
+    _, train_flags, test_flags = ABLATIONS[row]
+    flags = [] if train_flags is None else train_flags(epochs)
+    args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *CPU_RECIPE,
+                               "--num_epoch", str(epochs), *flags])
+    Trainer.validate_args(args)
+    Tester.get_tester_parser().parse_args(["--DR", "d", "--save_root", "s", *test_flags])
+
+
+def test_template_recipe_keeps_the_templates_shape():
+    args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *template(70)])
+    assert (args.tfr_sde, args.tfr_d_step, args.kl_anneal_cycle) == (10, 0.1, 10)
+    assert (args.optim, args.lr_scheduler, args.output_activation) == ("Adam", "multistep", "none")
+    short = Trainer.parse_args(["--DR", "d", "--save_root", "s", *template(8)])
+    ratios = [Trainer.teacher_forcing_ratio(short, e) for e in range(8)]
+    assert ratios[0] == 1.0 and ratios[-1] == 0.0 and short.kl_anneal_cycle == 4
+
+
+def test_drift_compares_late_with_early_frames(tiny_dataset, tmp_path):
+    ids, rows, _ = load_ground_truth(tiny_dataset / "test_gt")
+    frames = rows.reshape(5, 630, 3, 32, 64).astype(np.float64)
+    frames[:, 501:601] = 255 - frames[:, 501:601]         # late frames all wrong
+    path = write_submission(tmp_path / "s.csv", list(torch.from_numpy(frames / 255).float()))
+    drop = drift(path, tiny_dataset / "test_gt")
+    assert sorted(drop) == [0, 1, 2, 3, 4]
+    assert all(v < -20 for v in drop.values())
+    result = {"what": "x", "score": 30.0, "drift": drop}
+    text = table({"default": result, "seed 1": {**result, "score": 30.4}}, "header")
+    assert "| default | x |" in text and "0.40 dB" in text

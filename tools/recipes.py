@@ -1,0 +1,70 @@
+"""Training recipes, as Trainer.py flags: one place for the quickstart, the quality
+benchmark and its ablation table.
+
+Every recipe is a function of the epoch budget where a schedule depends on it,
+so that any budget gives a schedule of the same shape.
+"""
+# Measured on 2 CPU cores (README, "Quality"): small dims, short clips, a tenth of
+# the synthetic training set per epoch. The small model trains stably at lr 3e-3
+# without warm-up; the default dims need 1e-3 and a warm-up.
+CPU_DIMS = ["--F_dim", "32", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "48"]
+CPU_EPOCHS = 8
+CPU_RECIPE = [*CPU_DIMS, "--batch_size", "4", "--train_vi_len", "8", "--num_epoch",
+              str(CPU_EPOCHS), "--partial", "0.1", "--lr", "0.003", "--warmup_steps", "0"]
+# On a GPU the template's dims train quickly; more epochs buy PSNR.
+GPU_RECIPE = ["--num_epoch", "30", "--partial", "0.5"]
+# --smoke: the same pipeline on a tiny set with tiny dims, in about a minute.
+SMOKE_DATA = ["--train_frames", "192", "--val_frames", "40", "--size", "64x32"]
+SMOKE_RECIPE = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24",
+                "--num_epoch", "1", "--val_vi_len", "20"]
+
+
+def template(epochs):
+    """The course template's recipe in this project's flags. Its schedules are
+    scaled to the budget: teacher forcing holds for the first seventh of it, then
+    decays to 0 over the next seventh (epochs 10 and 20 of the template's 70),
+    and the Cyclical KL keeps its 10 cycles where they fit, 2 epochs or more each."""
+    seventh = max(1, epochs // 7)
+    return ["--optim", "Adam", "--lr", "0.001", "--lr_scheduler", "multistep",
+            "--tfr", "1.0", "--tfr_sde", str(epochs // 7), "--tfr_d_step",
+            repr(round(1.0 / seventh, 4)), "--tf_mode", "batch",
+            "--kl_anneal_type", "Cyclical", "--kl_anneal_cycle", str(max(1, min(10, epochs // 2))),
+            "--kl_anneal_ratio", "1", "--kl_reduction", "sum", "--output_activation", "none",
+            "--warmup_steps", "0", "--amp", "off", "--no-channels_last"]
+
+
+def decayed_teacher_forcing(epochs):
+    """Teacher forcing 1.0 at first, none from mid-budget on."""
+    return ["--tfr", "1.0", "--tfr_sde", "0", "--tfr_d_step", repr(min(1.0, 2.0 / epochs))]
+
+
+# The ablation table: each row changes one thing against the default recipe.
+# name -> (what changes, Trainer flags for a budget, Tester flags). Rows without
+# Trainer flags reuse the default run's checkpoint and differ at test time only.
+ABLATIONS = {
+    "default": ("the default recipe", lambda e: [], []),
+    "seed 1": ("another seed (the noise of a measurement)", lambda e: ["--seed", "1"], []),
+    "tf decayed": ("teacher forcing 1.0 decaying to 0 by mid-budget", decayed_teacher_forcing, []),
+    "tf per frame": ("scheduled sampling: the decayed ratio drawn per frame",
+                     lambda e: [*decayed_teacher_forcing(e), "--tf_mode", "frame"], []),
+    "detach prev": ("--detach_prev", lambda e: ["--detach_prev"], []),
+    "kl monotonic": ("KL annealing Monotonic", lambda e: ["--kl_anneal_type", "Monotonic"], []),
+    "kl cyclical": ("KL annealing Cyclical, cycles of 2 epochs, rising over half",
+                    lambda e: ["--kl_anneal_type", "Cyclical", "--kl_anneal_cycle",
+                               str(max(1, e // 2)), "--kl_anneal_ratio", "0.5"], []),
+    "kl mean": ("KL averaged over latent elements", lambda e: ["--kl_reduction", "mean"], []),
+    "clip 16": ("clips of 16 frames, batch 2 (same frames per step)",
+                lambda e: ["--train_vi_len", "16", "--batch_size", "2"], []),
+    "clamp output": ("output activation clamp", lambda e: ["--output_activation", "clamp"], []),
+    "bn train frame": ("per-frame BatchNorm statistics in training too",
+                       lambda e: ["--bn_train", "frame"], []),
+    "lr 1e-3 warm-up": ("lr 1e-3 with a 100-step warm-up",
+                        lambda e: ["--lr", "0.001", "--warmup_steps", "100"], []),
+    "l1 + mse": ("loss 0.5 L1 + 0.5 MSE", lambda e: ["--loss", "l1_mse"], []),
+    "bn rollout running": ("running BatchNorm statistics in rollouts", None,
+                           ["--bn_rollout", "running"]),
+    "z zero": ("z = 0 at test (the prior's mean)", None, ["--z_scale", "0"]),
+    "z half": ("z = 0.5 eps at test", None, ["--z_scale", "0.5"]),
+    "z mean of 4": ("frames averaged over 4 rollouts", None, ["--num_samples", "4"]),
+    "template": ("the course template's recipe", template, []),
+}
