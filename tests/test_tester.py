@@ -11,6 +11,7 @@ import Tester
 import Trainer
 from conftest import TEMPLATE_DIMS, TINY, run_cli, write_template_checkpoint
 from utils.errors import UserError
+from utils.images import to_uint8
 from utils.metrics import grader_scores
 from utils.scoring import format_scores, score
 from utils.submission import read_submission, write_submission
@@ -36,8 +37,13 @@ def test_csv_format(tmp_path):
     assert rows.min() >= 0 and rows.max() <= 255
     assert (rows[3] == 255).all() and (rows[4] == 0).all()
     for i, seq in enumerate(sequences):          # row 630*i is the given first frame
-        expected = (seq[0].clamp(0, 1) * 255).round().to(torch.uint8).flatten().numpy()
+        expected = to_uint8(seq[0]).flatten().numpy()
         assert np.array_equal(rows[630 * i], expected)
+
+
+def test_pixels_become_round_value_times_255_clipped():
+    frames = torch.tensor([-0.2, 0.0, 0.1, 0.5, 0.2, 0.999, 1.0, 1.3]).view(2, 1, 1, 4)
+    assert to_uint8(frames).flatten().tolist() == [0, 0, 26, 128, 51, 255, 255, 255]
 
 
 def test_grader_metric_by_hand():

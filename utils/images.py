@@ -54,3 +54,11 @@ def read_images(paths, size, workers=4):
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(decode, range(len(paths))))
     return out
+
+
+def to_uint8(frames):
+    """Float frames (..., 3, H, W) in [0, 1] -> uint8 tensor: round(pixel * 255), clipped.
+
+    The one conversion used for GIFs, the submission CSV and tests.
+    """
+    return frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()

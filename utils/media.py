@@ -2,21 +2,16 @@
 from pathlib import Path
 
 import imageio.v3 as iio
-import numpy as np
 import torch
 
-
-def to_uint8(frames):
-    """(T, 3, H, W) floats in [0, 1] -> (T, H, W, 3) uint8, rounded and clipped."""
-    frames = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).cpu().numpy()
+from utils.images import to_uint8
 
 
 def save_gif(path, frames, duration_ms=20):
     """Write (T, 3, H, W) frames in [0, 1] as a looping GIF."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, to_uint8(frames), duration=duration_ms, loop=0)
+    iio.imwrite(path, to_uint8(frames).permute(0, 2, 3, 1).numpy(), duration=duration_ms, loop=0)
     return path
 
 

@@ -8,11 +8,10 @@ round(pixel * 255) in 0..255.
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils.errors import UserError
 from utils.fileio import atomic_write
-from utils.images import list_images, read_images
+from utils.images import list_images, read_images, to_uint8
 from utils.metrics import FRAMES_PER_SEQUENCE
 
 FRAME_SHAPE = (3, 32, 64)
@@ -22,7 +21,7 @@ MAX_LISTED = 5  # problems of one kind listed before "and N more"
 
 def to_rows(frames):
     """(T, 3, H, W) floats in [0, 1] -> (T, 3*H*W) uint8, rounded and clipped."""
-    return frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).flatten(1).cpu().numpy()
+    return to_uint8(frames).flatten(1).numpy()
 
 
 def write_submission(path, sequences):
