@@ -143,7 +143,8 @@ def _shirt_lag(x: np.ndarray, sway: np.ndarray, yaw: np.ndarray) -> np.ndarray:
     """Sideways swing of the shirt's hem (metres): an under-damped spring that the
     hips' sideways acceleration drives, so it trails every start, stop and turn."""
     lateral = x + sway + 0.05 * np.unwrap(yaw)
-    drive = np.gradient(np.gradient(lateral)) * FPS * FPS
+    velocity = np.diff(lateral, prepend=lateral[0])
+    drive = np.diff(velocity, prepend=0.0) * FPS * FPS
     w, zeta, dt = 2 * np.pi * 1.4, 0.25, 1.0 / FPS
     hem, vel, out = 0.0, 0.0, np.empty_like(x)
     for k in range(len(x)):

@@ -133,6 +133,17 @@ def _draw_dancer(draw, pt, depth, unit, yaw, hem, recolor) -> None:
             _draw_head(draw, *geo, recolor)
 
 
+def _sensor_noise(seed, stage: Stage) -> np.ndarray:
+    """Noise (H, W, 3) drawn on a 64x32 grid and smoothly resized: the loader's 64x32
+    sees about the same noise at any file size, and large files stay compressible
+    (the real frames are decoded video, whose fine grain the codec removed)."""
+    coarse = np.random.default_rng(seed).normal(0.0, NOISE_AT_64, (3, 32, 64)).astype(np.float32)
+    if (stage.width, stage.height) == (64, 32):
+        return coarse.transpose(1, 2, 0)
+    return np.stack([np.asarray(Image.fromarray(c, "F").resize(stage, Image.BILINEAR))
+                     for c in coarse], axis=-1)
+
+
 def render_frame(points, scale, yaw, hem, gain, noise_seed, stage: Stage) -> Image.Image:
     """One frame: the studio, the dancer's floor reflection and shadow, the dancer,
     then exposure gain and sensor noise (seeded per frame, so any worker gives the
@@ -156,8 +167,7 @@ def render_frame(points, scale, yaw, hem, gain, noise_seed, stage: Stage) -> Ima
     _draw_dancer(draw, pt, depth, unit, yaw, hem, lambda c: _shade(c, 1.0))
     small = canvas.resize((stage.width, stage.height), Image.BOX) if ss > 1 else canvas
     pixels = np.asarray(small, dtype=np.float32) * gain
-    sigma = NOISE_AT_64 * max(1.0, 0.8 * stage.width / 64)
-    pixels += np.random.default_rng(noise_seed).normal(0.0, sigma, pixels.shape)
+    pixels += _sensor_noise(noise_seed, stage)
     return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8), "RGB")
 
 
