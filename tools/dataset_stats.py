@@ -32,7 +32,9 @@ TAKE = 630
 SCORED = 600           # the grader scores frames 1..600 of a sequence
 INK = 250
 
-# figure -> (label, unit, real range over the six public sequences, decimals)
+# figure -> (label, unit, real range, decimals). Studio mean, ink and PSNR ranges were
+# measured on six public real sequences; dancer size and the top light on the real
+# reference frames; the dancer's x only as "from 1 to 61 in some sequences".
 FIGURES = {
     "mean_r": ("studio mean R", "", (157, 164), 0),
     "mean_g": ("studio mean G", "", (156, 163), 0),
