@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dataloader import DanceTestSequences, Dataset_Dance, list_images, read_image
+from dataloader import DanceTestSequences, Dataset_Dance, read_image
 from utils.errors import UserError
 
 
@@ -150,3 +150,14 @@ def test_root_given_as_string_with_trailing_separator(tiny_dataset):
     assert len(ds) == 1
     assert ds.frame_files[1].name == "frame1.png"
     assert ds.frame_files[1].parent == tiny_dataset / "val" / "val_img"
+
+
+def test_resize_matches_the_templates_bilinear_exactly_at_any_size(tmp_path):
+    rng = np.random.default_rng(0)
+    for size in ((128, 64), (1024, 512)):
+        pixels = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize(size, Image.BILINEAR)
+        image.save(tmp_path / "x.png")
+        template = np.asarray(image.resize((64, 32), Image.BILINEAR), dtype=np.int16)
+        ours = read_image(tmp_path / "x.png", (32, 64)).permute(1, 2, 0).numpy().astype(np.int16)
+        assert np.array_equal(ours, template), size

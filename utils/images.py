@@ -33,9 +33,11 @@ def read_image(path, size):
                 rgba = image.convert("RGBA")
                 image = Image.new("RGB", rgba.size, (255, 255, 255))
                 image.paste(rgba, mask=rgba.getchannel("A"))
-            else:
+            elif image.mode != "RGB":   # an RGB file needs no converted copy
                 image = image.convert("RGB")
             if image.size != (size[1], size[0]):
+                # Exactly the template's resize (torchvision's Resize on a PIL image), so
+                # both loaders give identical tensors.
                 image = image.resize((size[1], size[0]), Image.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
