@@ -16,7 +16,7 @@ FPS = 30
 SIDES = ("r", "l")
 JOINTS = ("abd", "flex", "elbow", "hip_flex", "hip_abd", "knee")
 DOFS = tuple(f"{s}_{j}" for s in SIDES for j in JOINTS) + ("tilt", "sway", "head")
-STAGE_X, STAGE_Z = 2.45, 1.4     # walkable half-width and half-depth in metres
+STAGE_X, STAGE_Z = 2.45, 0.75    # walkable half-width and half-depth in metres
 STRIDE = 1.3                     # metres per gait cycle
 
 # Target joint angles per gesture, for the right side (the left mirrors it unless
@@ -58,7 +58,7 @@ STYLES = {
     "test": Style(0.35, 0.25, ("rest", "t_pose", "wave_l", "arms_up", "step_out_r", "lunge_l",
                                "hands_on_hips"), (0.7, 1.3), 0.4, (1.5, 4.0), 1.0, np.pi),
     # The real validation video: the dancer stays near the centre, mostly still.
-    "val": Style(0.0, 0.15, ("rest", "rest", "rest", "t_pose", "arms_up", "hands_on_hips"),
+    "val": Style(0.0, 0.15, ("rest", "rest", "rest", "hands_on_hips", "reach_front", "wave_r"),
                  (0.4, 0.7), 0.15, (3.0, 7.0), 0.1, 0.9),
 }
 

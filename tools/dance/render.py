@@ -215,4 +215,7 @@ def render_label(keypoints, found, stage: Stage) -> Image.Image:
     for k in range(FACE, len(kp)):
         if found[k]:
             _dot(draw, kp[k], 1 * px, FACE_COLOR)
-    return canvas.resize((stage.width, stage.height), Image.BOX) if ss > 1 else canvas
+    # A file smaller than the real ones is resampled twice on its way to 32x64 (here,
+    # then by the loader); bicubic keeps the strokes as dark as the real labels' (a
+    # box filter left them lighter and more spread).
+    return canvas.resize((stage.width, stage.height), Image.BICUBIC) if ss > 1 else canvas
