@@ -42,14 +42,12 @@ MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "ou
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "explicit_flags")
 LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
-# Adam's first steps move every weight by about lr whatever its gradient: at the
-# default dims the KL jumped to 0.17 at step 1 with lr 1e-3 (and to 6, then NaN,
-# with lr 3e-3). A linear warm-up keeps those first steps small.
+# Adam's first steps move every weight by about lr whatever its gradient; a linear
+# warm-up keeps them small (README, "Quality").
 WARMUP_STEPS = 100
-# Frames per call of the batched networks, by device type. Measured on a 2-core CPU at
-# the default dims: in fp32 one call over a whole 2x16-frame clip was 12-15% slower
-# than calls of 8 frames (it moves more memory than it saves in calls); in bf16 the
-# two tie within 3%. Device types not listed take the whole clip in one call.
+# Frames per call of the batched networks, by device type: on a CPU, calls of 8
+# frames keep the activations cache-sized (README, "Speed"). Device types not listed
+# take the whole clip in one call.
 FRAME_CHUNK = {"cpu": 8}
 
 

@@ -1,4 +1,7 @@
-"""The five networks of the conditional VAE (structure frozen, see CONTRACT.md).
+"""The five networks of the conditional VAE, as the course template defines them.
+
+Their structure is frozen: users' checkpoints, written by the template or by this
+project, depend on these exact layers, names and channel counts.
 
 Every network is an ``nn.Sequential`` whose items are listed in the template's
 order, so state_dict keys such as ``Generator.7.weight`` stay valid.

@@ -23,7 +23,10 @@ def template_networks(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192):
 
 
 def fill_by_contract_rule(module):
-    """The weight rule of CONTRACT.md: the i-th sorted key is seeded with i."""
+    """The rule the reference outputs were made with: the i-th state_dict key in
+    sorted order is filled from a generator seeded with i (0-dim entries 0;
+    2+-dim entries 0.5 randn / sqrt(fan-in); running_var 0.5 + rand; other 1-dim
+    entries 0.1 randn)."""
     state = module.state_dict()
     for i, key in enumerate(sorted(state)):
         shape = state[key].shape

@@ -4,9 +4,8 @@ benchmark and its ablation table.
 Every recipe is a function of the epoch budget where a schedule depends on it,
 so that any budget gives a schedule of the same shape.
 """
-# Measured on 2 CPU cores (README, "Quality"): small dims, short clips, a tenth of
-# the synthetic training set per epoch. The small model trains stably at lr 3e-3
-# without warm-up; the default dims need 1e-3 and a warm-up.
+# For 2 CPU cores (README, "Quality"): small dims, short clips, a tenth of the
+# training set per epoch; the small model trains stably at lr 3e-3 without warm-up.
 CPU_DIMS = ["--F_dim", "32", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "48"]
 CPU_EPOCHS = 8
 CPU_RECIPE = [*CPU_DIMS, "--batch_size", "4", "--train_vi_len", "8", "--num_epoch",
