@@ -866,6 +866,8 @@ def install_stop_handlers(model):
 
 @exit_on_user_error
 def main(args):
+    """Train, or with --test validate a checkpoint once. Returns nothing on every rank:
+    the results are the files in --save_root and the printed figures."""
     validate_args(args)
     ckpt = load_checkpoint(args.ckpt_path) if args.ckpt_path else None
     if ckpt is not None:
@@ -881,12 +883,11 @@ def main(args):
         if args.test:
             if ckpt is None:
                 raise UserError("--test needs --ckpt_path: the checkpoint to validate.")
-            if not dist.is_main:  # every rank would print the same numbers
-                return None
-            val_loss, frame_psnr, _ = model.validate(val_set)
-            print(f"val loss {val_loss:.6f}, val PSNR {frame_psnr.mean():.3f} dB "
-                  f"over {len(frame_psnr)} frames")
-            return frame_psnr
+            if dist.is_main:  # every rank would print the same numbers
+                val_loss, frame_psnr, _ = model.validate(val_set)
+                print(f"val loss {val_loss:.6f}, val PSNR {frame_psnr.mean():.3f} dB "
+                      f"over {len(frame_psnr)} frames")
+            return
         train_set = Dataset_Dance(args.DR, None, "train", args.train_vi_len, args.partial,
                                   frame_size=frame_size, cache=cache)
         if dist.is_main:
@@ -898,7 +899,6 @@ def main(args):
         model.training_stage(train_set, val_set, engine=dist.wrap(model))
         if dist.is_main:
             print(f"done: best val PSNR {model.best_val_psnr:.2f} dB; checkpoints in '{save_root}'")
-        return model
     finally:
         dist.close()
 

@@ -1,4 +1,7 @@
+import collections
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +17,72 @@ if str(ROOT) not in sys.path:
 TINY = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24"]
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """A small synthetic dance set with the real layout (5 test sequences of 630)."""
+def synthetic(tmp_path_factory, name, **counts):
     from tools.synthetic_dance import generate_dataset
 
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    return generate_dataset(out, train_frames=192, val_frames=40, test_sequences=5,
-                            test_frames=630, size=(64, 32), workers=2, log=lambda *_: None)
+    out = tmp_path_factory.mktemp("data") / name
+    return generate_dataset(out, train_frames=192, val_frames=40, size=(64, 32), workers=2,
+                            log=lambda *_: None, **counts)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small synthetic dance set with the real layout and Kaggle's test split
+    (5 test sequences of 630 frames): for the tests of that format."""
+    return synthetic(tmp_path_factory, "kaggle", test_sequences=5, test_frames=630)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """The same training and val videos with one short test sequence: for tests that
+    train or break the data, where a 3150-frame test split only costs time."""
+    return synthetic(tmp_path_factory, "short", test_sequences=1, test_frames=8)
+
+
+def train_flags(data, save_root, *extra):
+    """Trainer flags for a tiny CPU run; --num_workers 0 starts no loader processes."""
+    return ["--DR", str(data), "--save_root", str(save_root), "--val_vi_len", "12",
+            "--num_workers", "0", "--device", "cpu", *TINY, *extra]
+
+
+# The shared run: teacher forcing drawn at random each step, so that it depends on
+# every seed it uses, and a GIF of each validation.
+TRAINED_FLAGS = ["--num_epoch", "2", "--tfr", "0.5", "--tfr_sde", "0", "--store_visualization"]
+TrainedRun = collections.namedtuple("TrainedRun", "folder output")
+
+
+@contextlib.contextmanager
+def signal_handlers_kept():
+    """Trainer.main installs SIGINT/SIGTERM handlers; give pytest its own back."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+@pytest.fixture
+def restore_signals():
+    with signal_handlers_kept():
+        yield
+
+
+def train_in_process(data, save_root, *extra):
+    import Trainer
+
+    with signal_handlers_kept():
+        Trainer.main(Trainer.parse_args(train_flags(data, save_root, *extra)))
+    return Path(save_root)
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_dataset, tmp_path_factory):
+    """Trainer.py run as a user types it, once per session: test_trainer checks what
+    it leaves, other tests read its checkpoints (and write nothing into it)."""
+    folder = tmp_path_factory.mktemp("trained") / "run"
+    proc = run_cli("Trainer.py", *train_flags(small_dataset, folder, *TRAINED_FLAGS))
+    return TrainedRun(folder, proc.stdout + proc.stderr)
 
 
 def run_cli(*args, check=True, timeout=300):

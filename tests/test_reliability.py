@@ -12,17 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+import Tester
 import Trainer
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TRAINED_FLAGS, TINY, train_flags, train_in_process
 from utils.checkpoint import atomic_save, load_checkpoint
 from utils.errors import UserError
 from utils.fileio import atomic_write
 from utils.submission import write_submission
-
-
-def train_flags(data, save_root, *extra):
-    return ["--DR", data, "--save_root", save_root, "--val_vi_len", "12", "--num_workers", "0",
-            "--device", "cpu", *TINY, *extra]
 
 
 def epochs_in(run):
@@ -34,44 +30,83 @@ def epochs_in(run):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_last_checkpoint_and_resume_appends(tiny_dataset, tmp_path, signum):
+def test_signal_mid_epoch_saves_last_checkpoint_and_resume_appends(
+        small_dataset, tmp_path, capsys, monkeypatch, restore_signals, signum):
+    """The process signals itself, as kill would, inside the 2nd optimizer step of
+    epoch 1 (of 6): the run stops after that step, keeps the partial epoch's weights
+    as last.ckpt with last_epoch 0, and the resume redoes epoch 1."""
     run = tmp_path / "run"
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "Trainer.py",
-                                 *map(str, train_flags(tiny_dataset, run, "--num_epoch", "40"))],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.time() + 240
-    while not epochs_in(run) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)                              # now inside a later epoch
-    proc.send_signal(signum)
-    proc.wait(timeout=120)
-    err = log.read_text()
-    assert proc.returncode != 0
-    assert "resume with: python Trainer.py" in err and "Traceback" not in err
-    done = epochs_in(run)
+    epochs_of_steps = []
+    one_step = Trainer.VAE_Model.training_one_step
+
+    def step_then_signal(model, *args, **kwargs):
+        epochs_of_steps.append(model.current_epoch)
+        if epochs_of_steps.count(1) == 2:
+            os.kill(os.getpid(), signum)
+        return one_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer.VAE_Model, "training_one_step", step_then_signal)
+    with pytest.raises(SystemExit) as stop:
+        Trainer.main(Trainer.parse_args(train_flags(small_dataset, run, "--num_epoch", "2")))
+    assert stop.value.code == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+    err = capsys.readouterr().err
+    assert f"stopped by {signal.Signals(signum).name} in epoch 1" in err
+    assert "resume with: python Trainer.py" in err
+    steps_per_epoch = epochs_of_steps.count(0)
+    assert epochs_of_steps.count(1) == 2 < steps_per_epoch    # stopped inside epoch 1
     ckpt = load_checkpoint(run / "last.ckpt")
-    assert ckpt["last_epoch"] == len(done) - 1   # the interrupted epoch is redone
-    run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run, "--ckpt_path", run / "last.ckpt",
-            "--num_epoch", len(done) + 1)
-    assert epochs_in(run) == list(range(len(done) + 1))   # appended, not overwritten
+    assert ckpt["last_epoch"] == 0 and ckpt["global_step"] == steps_per_epoch + 2
+    assert epochs_in(run) == [0]
+
+    monkeypatch.undo()
+    Trainer.main(Trainer.parse_args(["--DR", str(small_dataset), "--save_root", str(run),
+                                     "--ckpt_path", str(run / "last.ckpt")]))
+    assert epochs_in(run) == [0, 1]                          # appended, not overwritten
+    assert load_checkpoint(run / "last.ckpt")["last_epoch"] == 1
 
 
-def test_kill_9_never_leaves_a_truncated_checkpoint(tmp_path):
+# The child writes the first half of a checkpoint's bytes through atomic_save, then
+# pauses inside the write: the parent's kill -9 lands there, never before or after.
+SLOW_WRITER = """
+import io, sys, time, torch
+sys.path.insert(0, sys.argv[2])
+from utils.checkpoint import atomic_save
+
+def save_slowly(obj, f):
+    buffer = io.BytesIO()
+    real_save(obj, buffer)
+    data = buffer.getvalue()
+    f.write(data[:len(data) // 2])
+    f.flush()
+    time.sleep(120)
+    f.write(data[len(data) // 2:])
+
+real_save, torch.save = torch.save, save_slowly
+atomic_save({"state_dict": {"w": torch.ones(100_000)}, "version": 1}, sys.argv[1])
+"""
+
+
+def test_kill_9_during_a_write_keeps_the_previous_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"
-    atomic_save({"state_dict": {"w": torch.zeros(3)}, "version": -1}, target)
-    writer = ("import sys, torch\nsys.path.insert(0, sys.argv[2])\n"
-              "from utils.checkpoint import atomic_save\ni = 0\n"
-              "while True:\n    atomic_save({'state_dict': {'w': torch.randn(400_000)}, 'version': i}, sys.argv[1])\n"
-              "    i += 1\n")
-    for delay in (0.8, 1.3, 1.7, 2.2):
-        proc = subprocess.Popen([sys.executable, "-c", writer, str(target), str(ROOT)])
-        time.sleep(delay)
+    atomic_save({"state_dict": {"w": torch.zeros(3)}, "version": 0}, target)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target), str(ROOT)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not any(p.stat().st_size for p in tmp_path.glob(".last.ckpt.*.tmp")):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+    finally:
         proc.kill()
         proc.wait()
-        ckpt = load_checkpoint(target)           # always a complete file
-        assert ckpt["state_dict"]["w"].numel() in (3, 400_000)
+    (partial,) = tmp_path.glob(".last.ckpt.*.tmp")   # the write was interrupted here
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(partial)                     # what a plain torch.save would leave
+    ckpt = load_checkpoint(target)
+    assert ckpt["version"] == 0 and torch.equal(ckpt["state_dict"]["w"], torch.zeros(3))
+    # The leftover does not get in the way of the next save.
+    atomic_save({"state_dict": {"w": torch.ones(2)}, "version": 2}, target)
+    assert load_checkpoint(target)["version"] == 2
 
 
 def test_disk_full_keeps_the_old_checkpoint(tmp_path, monkeypatch):
@@ -122,28 +157,28 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path, expect_error):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     with evil.open("wb") as f:
         pickle.dump({"state_dict": {}, "payload": RunsCode(marker)}, f, protocol=2)
     with pytest.raises(UserError, match="refusing to load"):
         load_checkpoint(evil)
-    proc = run_cli("Tester.py", "--DR", tmp_path, "--save_root", tmp_path / "out",
-                   "--ckpt_path", evil, check=False)
-    assert proc.returncode != 0 and "refusing to load" in proc.stderr
+    expect_error(Tester, "--DR", tmp_path, "--save_root", tmp_path / "out", "--ckpt_path", evil,
+                 contains=["refusing to load"])
     assert not marker.exists()
 
 
-def test_same_seed_gives_identical_runs(tiny_dataset, tmp_path):
-    for name in ("a", "b"):
-        run_cli("Trainer.py", *train_flags(tiny_dataset, tmp_path / name, "--num_epoch", "1",
-                                          "--tfr", "0.5", "--tfr_sde", "0"))
-    rows = [list(csv.DictReader(open(tmp_path / n / "metrics.csv"))) for n in ("a", "b")]
-    for row in rows:
-        row[0].pop("epoch_seconds")
+def test_same_seed_gives_identical_runs(small_dataset, trained_run, tmp_path):
+    """The session's Trainer.py run, repeated here in another process: the same
+    metrics (but the time) and the same weights."""
+    again = train_in_process(small_dataset, tmp_path / "again", *TRAINED_FLAGS)
+    rows = [list(csv.DictReader(open(run / "metrics.csv"))) for run in (trained_run.folder, again)]
+    for run_rows in rows:
+        for row in run_rows:
+            row.pop("epoch_seconds")
     assert rows[0] == rows[1]
-    a, b = (load_checkpoint(tmp_path / n / "last.ckpt")["state_dict"] for n in ("a", "b"))
+    a, b = (load_checkpoint(run / "last.ckpt")["state_dict"] for run in (trained_run.folder, again))
     assert all(torch.equal(v, b[k]) for k, v in a.items())
 
 
@@ -155,46 +190,52 @@ def test_logvar_is_clamped():
     assert logvar.max() <= Trainer.LOGVAR_LIMIT and torch.isfinite(z).all()
 
 
-# --------------------------------------------------------------------------- bad input, via the CLIs
-@pytest.fixture(scope="module")
-def small_ckpt(tiny_dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("ckpt")
-    run_cli("Trainer.py", *train_flags(tiny_dataset, run, "--num_epoch", "1"))
-    return run / "last.ckpt"
+# --------------------------------------------------------------------------- bad input, via the CLIs' main
+@pytest.fixture
+def expect_error(capsys, restore_signals):
+    """Run Trainer.py's or Tester.py's main on these arguments as its script does: it
+    must exit with code 2 (a UserError or an argparse error; any other exception
+    fails the test) and a message holding each of ``contains``."""
+    def run(cli, *args, contains):
+        parser = Tester.get_tester_parser() if cli is Tester else None
+        with pytest.raises(SystemExit) as stop:
+            cli.main(Trainer.parse_args(list(map(str, args)), parser))
+        err = capsys.readouterr().err
+        assert stop.value.code == 2, err
+        for text in contains:
+            assert text in err, (text, err)
+    return run
 
 
-def broken_copy(tiny_dataset, tmp_path, damage):
-    root = tmp_path / "data"
-    shutil.copytree(tiny_dataset, root)
+@pytest.fixture
+def small_ckpt(trained_run):
+    return trained_run.folder / "last.ckpt"
+
+
+def broken_copy(source, root, damage, splits=("train", "val")):
+    """A copy of the splits a command reads, then damaged."""
+    for split in splits:
+        shutil.copytree(source / split, root / split)
     damage(root)
     return root
 
 
-def expect_error(script, *args, contains):
-    proc = run_cli(script, *args, check=False)
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for text in contains:
-        assert text in proc.stderr, (text, proc.stderr)
-    return proc.stderr
-
-
-def test_bad_dataset_input(tiny_dataset, tmp_path):
+def test_bad_dataset_input(small_dataset, tmp_path, expect_error):
     out = tmp_path / "out"
-    expect_error("Trainer.py", *train_flags(tmp_path / "missing", out), contains=["--DR", "missing"])
+    expect_error(Trainer, *train_flags(tmp_path / "missing", out), contains=["--DR", "missing"])
     (tmp_path / "empty").mkdir()
-    expect_error("Trainer.py", *train_flags(tmp_path / "empty", out),
+    expect_error(Trainer, *train_flags(tmp_path / "empty", out),
                  contains=["'val' split folder not found", "expected layout"])
-    unlabelled = broken_copy(tiny_dataset, tmp_path / "1",
+    unlabelled = broken_copy(small_dataset, tmp_path / "1",
                              lambda r: (r / "train" / "train_label" / "frame7.png").unlink())
-    expect_error("Trainer.py", *train_flags(unlabelled, out),
+    expect_error(Trainer, *train_flags(unlabelled, out),
                  contains=["train_img", "frame7.png", "has no label"])
-    truncated = broken_copy(tiny_dataset, tmp_path / "2", lambda r: (
+    truncated = broken_copy(small_dataset, tmp_path / "2", lambda r: (
         r / "val" / "val_img" / "frame3.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"))
-    expect_error("Trainer.py", *train_flags(truncated, out), contains=["cannot read image", "frame3.png"])
+    expect_error(Trainer, *train_flags(truncated, out), contains=["cannot read image", "frame3.png"])
 
 
-def test_bad_test_split(tiny_dataset, small_ckpt, tmp_path):
+def test_bad_test_split(tiny_dataset, small_ckpt, tmp_path, expect_error):
     def first_missing(root):
         (root / "test" / "test_img" / "2" / "frame0.png").unlink()
 
@@ -203,46 +244,49 @@ def test_bad_test_split(tiny_dataset, small_ckpt, tmp_path):
 
     for damage, message in ((first_missing, "sequence '2' has no first frame"),
                             (short, "sequence '4': 629 labels, expected 630")):
-        root = broken_copy(tiny_dataset, tmp_path / damage.__name__, damage)
-        expect_error("Tester.py", "--DR", root, "--save_root", tmp_path / "o", "--ckpt_path", small_ckpt,
+        root = broken_copy(tiny_dataset, tmp_path / damage.__name__, damage, splits=["test"])
+        expect_error(Tester, "--DR", root, "--save_root", tmp_path / "o", "--ckpt_path", small_ckpt,
                      contains=[message])
 
 
-def test_bad_checkpoints(tiny_dataset, small_ckpt, tmp_path):
-    common = ["--DR", tiny_dataset, "--save_root", tmp_path / "o"]
-    expect_error("Tester.py", *common, "--ckpt_path", tmp_path / "nope.ckpt",
+def test_bad_checkpoints(small_dataset, tmp_path, expect_error):
+    common = ["--DR", small_dataset, "--save_root", tmp_path / "o"]
+    expect_error(Tester, *common, "--ckpt_path", tmp_path / "nope.ckpt",
                  contains=["checkpoint not found", "nope.ckpt"])
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(os.urandom(1000))
-    expect_error("Tester.py", *common, "--ckpt_path", junk, contains=["junk.ckpt", "not a readable checkpoint"])
+    expect_error(Tester, *common, "--ckpt_path", junk, contains=["junk.ckpt", "not a readable checkpoint"])
 
 
-def test_save_root_not_writable(tiny_dataset, tmp_path):
+def test_save_root_not_writable(small_dataset, tmp_path, expect_error):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    expect_error("Trainer.py", *train_flags(tiny_dataset, blocker / "run"),
+    expect_error(Trainer, *train_flags(small_dataset, blocker / "run"),
                  contains=["--save_root", "not writable"])
 
 
-def test_images_of_other_sizes_and_modes_train(tiny_dataset, tmp_path):
+def test_images_of_other_sizes_and_modes_train(small_dataset, tmp_path):
     def convert(root):
         for path in (root / "train" / "train_img").glob("frame1*.png"):
             Image.open(path).convert("RGBA").resize((100, 37)).save(path)
         for path in (root / "train" / "train_label").glob("frame2*.png"):
             Image.open(path).convert("L").save(path)
 
-    root = broken_copy(tiny_dataset, tmp_path, convert)
-    run_cli("Trainer.py", *train_flags(root, tmp_path / "run", "--num_epoch", "1"))
+    root = broken_copy(small_dataset, tmp_path / "data", convert)
+    train_in_process(root, tmp_path / "run", "--num_epoch", "1")
     assert epochs_in(tmp_path / "run") == [0]
 
 
-def test_nothing_is_written_outside_save_root(tiny_dataset, small_ckpt, tmp_path):
-    before = {p for p in ROOT.rglob("*") if "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
-    data_before = sorted(p.relative_to(tiny_dataset) for p in tiny_dataset.rglob("*"))
-    run_cli("Trainer.py", *train_flags(tiny_dataset, tmp_path / "t", "--num_epoch", "1",
-                                       "--store_visualization"))
-    run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", tmp_path / "s", "--ckpt_path", small_ckpt)
-    after = {p for p in ROOT.rglob("*") if "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
-    assert after == before
-    assert sorted(p.relative_to(tiny_dataset) for p in tiny_dataset.rglob("*")) == data_before
+def test_nothing_is_written_outside_save_root(small_dataset, small_ckpt, tmp_path):
+    def files(root):
+        return {p for p in root.rglob("*")
+                if "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
+
+    before, data_before = files(ROOT), files(small_dataset)
+    train_in_process(small_dataset, tmp_path / "t", "--num_epoch", "1", "--store_visualization")
+    # --no_sanity: the short test sequence is not Kaggle's 630 frames.
+    Tester.main(Trainer.parse_args(["--DR", str(small_dataset), "--save_root", str(tmp_path / "s"),
+                                    "--ckpt_path", str(small_ckpt), "--no_sanity"],
+                                   Tester.get_tester_parser()))
+    assert files(ROOT) == before and files(small_dataset) == data_before
     assert {p.name for p in tmp_path.iterdir()} == {"t", "s"}

@@ -202,44 +202,45 @@ def test_invalid_arguments_raise():
         sd.generate_dataset("unused", size=(10, 5))
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_cli_generates_dataset_preview_and_then_skips(tmp_path):
+def test_cli_generates_dataset_preview_and_then_skips(tmp_path, capsys):
+    """The script as a user types it; the rerun, in-process, skips the complete set."""
     args = ["--out", str(tmp_path / "data"), "--train_frames", "16", "--val_frames", "8",
             "--test_sequences", "1", "--test_frames", "8", "--size", "32x16", "--workers", "2",
             "--preview", str(tmp_path / "preview.png")]
-    first = _cli(*args)
+    first = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "done" in first.stdout
     assert _names(tmp_path / "data/train/train_img") == _frames(16)
     with Image.open(tmp_path / "preview.png") as preview:
         assert preview.width > 8 * 64 and preview.height > 4 * 32
-    second = _cli(*args)
-    assert second.returncode == 0, second.stderr
-    assert "skipping" in second.stdout
+    assert sd.main(args) == 0
+    assert "skipping" in capsys.readouterr().out
+
+
+def cli_error(capsys, *args):
+    """main's exit code (argparse's 2) and message for arguments it must reject."""
+    with pytest.raises(SystemExit) as stop:
+        sd.main(list(args))
+    return stop.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value", [("--train_frames", "0"), ("--val_frames", "-3"),
                                          ("--test_sequences", "x"), ("--size", "10x5"),
                                          ("--size", "64by32"), ("--workers", "0")])
-def test_cli_rejects_bad_flags(tmp_path, flag, value):
-    result = _cli("--out", str(tmp_path / "data"), flag, value)
-    assert result.returncode != 0
-    assert flag in result.stderr
+def test_cli_rejects_bad_flags(tmp_path, capsys, flag, value):
+    code, err = cli_error(capsys, "--out", str(tmp_path / "data"), flag, value)
+    assert code == 2 and flag in err
     assert not (tmp_path / "data").exists()
 
 
-def test_refuses_to_clear_a_folder_it_did_not_write(tmp_path):
+def test_refuses_to_clear_a_folder_it_did_not_write(tmp_path, capsys):
     real = tmp_path / "kaggle"
     (real / "train" / "train_img").mkdir(parents=True)
     precious = real / "train" / "train_img" / "frame0.png"
     precious.write_bytes(b"the user's data")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(real), "--train_frames", "8",
-                           "--val_frames", "4", "--test_sequences", "1", "--test_frames", "4",
-                           "--size", "32x16"], capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode != 0
-    assert "refusing to write" in proc.stderr and "--out" in proc.stderr
+    code, err = cli_error(capsys, "--out", str(real), "--train_frames", "8", "--val_frames", "4",
+                          "--test_sequences", "1", "--test_frames", "4", "--size", "32x16")
+    assert code == 2
+    assert "refusing to write" in err and "--out" in err
     assert precious.read_bytes() == b"the user's data"

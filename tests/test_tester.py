@@ -10,6 +10,7 @@ from PIL import Image
 import Tester
 import Trainer
 from conftest import TEMPLATE_DIMS, TINY, run_cli, write_template_checkpoint
+from tools import score_submission
 from utils.errors import UserError
 from utils.images import to_uint8
 from utils.metrics import grader_scores
@@ -183,15 +184,14 @@ def test_num_samples_averages_away_the_noise_of_z():
     assert averaged < single / 3
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run, "--num_epoch", "1",
-            "--val_vi_len", "12", "--num_workers", "0", *TINY)
-    return run / "last.ckpt"
+@pytest.fixture
+def trained(trained_run):
+    return trained_run.folder / "last.ckpt"
 
 
-def test_tester_cli_end_to_end(tiny_dataset, trained, tmp_path):
+def test_tester_cli_end_to_end(tiny_dataset, trained, tmp_path, capsys):
+    """Tester.py as a user types it, then the scorer on its submission (in-process:
+    tools/quickstart.py runs score_submission.py as a script)."""
     out = tmp_path / "out"
     proc = run_cli("Tester.py", "--DR", tiny_dataset, "--save_root", out, "--ckpt_path", trained,
                    "--make_gif", "--gt", tiny_dataset / "test_gt")
@@ -199,8 +199,8 @@ def test_tester_cli_end_to_end(tiny_dataset, trained, tmp_path):
     ids, rows = read_submission(out / "submission.csv", expected_rows=3150)
     for i in range(5):
         assert (out / f"pred_seq{i}.gif").is_file() and (out / f"pred_seq{i}_with_label.gif").is_file()
-    scored = run_cli("tools/score_submission.py", out / "submission.csv", "--gt", tiny_dataset / "test_gt")
-    assert "public  (sequences 0-2)" in scored.stdout
+    score_submission.main([str(out / "submission.csv"), "--gt", str(tiny_dataset / "test_gt")])
+    assert "public  (sequences 0-2)" in capsys.readouterr().out
 
 
 def args_for_tester(ckpt, *flags, data="unused", save_root="unused"):
@@ -219,13 +219,14 @@ def test_tester_flags_that_contradict_the_checkpoint(trained, tmp_path):
             Tester.load_test_model(args_for_tester(ckpt, *flags))
 
 
-def test_template_checkpoint_is_tested_with_no_model_flags(tiny_dataset, tmp_path, capsys):
+def test_template_checkpoint_is_tested_with_no_model_flags(small_dataset, tmp_path, capsys):
     model = Trainer.VAE_Model(Trainer.parse_args(["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS]))
     template = write_template_checkpoint(tmp_path / "template.ckpt", model)
-    args = args_for_tester(template, data=tiny_dataset, save_root=tmp_path / "out")
+    # One test sequence of 8 frames: --no_sanity lets it through the Kaggle-format check.
+    args = args_for_tester(template, "--no_sanity", data=small_dataset, save_root=tmp_path / "out")
     Tester.main(args)
     assert (args.F_dim, args.L_dim, args.N_dim, args.D_out_dim) == (24, 8, 4, 16)
-    read_submission(tmp_path / "out" / "submission.csv", expected_rows=3150)
+    read_submission(tmp_path / "out" / "submission.csv", expected_rows=8)
     assert "does not record its output activation" in capsys.readouterr().err
 
 
@@ -254,10 +255,11 @@ def test_output_activation_of_a_template_checkpoint_is_measured(tmp_path, capsys
     Tester.load_test_model(tester)
     trainer = Trainer.parse_args(["--DR", str(data), "--save_root", str(tmp_path / "run"),
                                   "--ckpt_path", str(template), "--test", "--val_vi_len", "8"])
-    frame_psnr = Trainer.main(trainer)
+    Trainer.main(trainer)
     assert tester.output_activation == trainer.output_activation == trained_with
-    assert frame_psnr.mean() > 60
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert float(re.search(r"val PSNR (\S+) dB", printed.out)[1]) > 60
+    err = printed.err
     assert err.count("sigmoid gives") == 2 and f"using --output_activation {trained_with}" in err
     other = "clamp" if trained_with == "sigmoid" else "sigmoid"
     typed = args_for_tester(template, "--output_activation", other, data=data)

@@ -40,9 +40,9 @@ def test_compare_runs_cli_rejects_folders_without_metrics(tmp_path):
     assert proc.returncode != 0 and "no metrics.csv" in proc.stderr
 
 
-def test_run_experiments_trains_three_kl_strategies(tiny_dataset, tmp_path):
+def test_run_experiments_trains_three_kl_strategies(small_dataset, tmp_path):
     out = tmp_path / "exp"
-    run_cli("tools/run_experiments.py", "--DR", tiny_dataset, "--out", out, "--budget", "2",
+    run_cli("tools/run_experiments.py", "--DR", small_dataset, "--out", out, "--budget", "2",
             "--val_vi_len", "8", "--num_workers", "0", "--device", "cpu", *TINY)
     for name in ("kl_cyclical", "kl_monotonic", "kl_none"):
         assert (out / name / "metrics.csv").is_file()

@@ -1,13 +1,14 @@
 """Schedules, loss, PSNR, checkpoints and the Trainer CLI behave as users rely on."""
 import csv
 import math
-import signal
+import re
+import shutil
 
 import pytest
 import torch
 
 import Trainer
-from conftest import TEMPLATE_DIMS, TINY, run_cli, write_template_checkpoint
+from conftest import TEMPLATE_DIMS, TINY, train_flags, write_template_checkpoint
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.metrics import psnr_per_frame
@@ -15,14 +16,6 @@ from utils.metrics import psnr_per_frame
 
 def args_for(*flags):
     return Trainer.parse_args(["--DR", "unused", "--save_root", "unused", *flags])
-
-
-@pytest.fixture
-def restore_signals():
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, h in handlers.items():
-        signal.signal(s, h)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -165,11 +158,11 @@ def test_non_finite_loss_stops_before_the_update(monkeypatch):
     assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
 
 
-def test_validation_runs_in_eval_mode(tiny_dataset):
+def test_validation_runs_in_eval_mode(small_dataset):
     from dataloader import Dataset_Dance
     model = Trainer.VAE_Model(args_for(*TINY, "--val_vi_len", "10"))
     running_mean = model.label_transformation[2].running_mean.clone()
-    val = Dataset_Dance(tiny_dataset, None, "val", 10)
+    val = Dataset_Dance(small_dataset, None, "val", 10)
     loss, psnr, _ = model.validate(val)
     assert torch.equal(model.label_transformation[2].running_mean, running_mean)
     assert psnr.shape == (9,) and model.training
@@ -230,6 +223,33 @@ def test_checkpoint_keeps_the_requested_precision(tmp_path):
         with model.autocast():
             assert torch.is_autocast_enabled("cpu") == enabled
 
+NETWORKS = ("frame_transformation", "label_transformation", "Gaussian_Predictor",
+            "Decoder_Fusion", "Generator")
+
+
+def test_compile_reaches_all_five_networks():
+    """--compile compiles each network, and each runs through its module call, where a
+    compiled module (and a hook) takes effect: a network whose layers were called
+    directly would skip its compiled code silently."""
+    compiled = Trainer.apply_runtime_options(Trainer.VAE_Model(args_for(*TINY)),
+                                             args_for(*TINY, "--compile"))
+    assert all(getattr(compiled, n)._compiled_call_impl is not None for n in NETWORKS)
+
+    model = Trainer.VAE_Model(args_for(*TINY))
+    called = set()
+    for name in NETWORKS:
+        getattr(model, name).register_forward_pre_hook(lambda *_, n=name: called.add(n))
+    img, label = torch.rand(1, 4, 3, 32, 64), torch.rand(1, 4, 3, 32, 64)
+    for forcing in (False, True):
+        called.clear()
+        model(img, label, forcing, 1.0)
+        assert called == set(NETWORKS), forcing
+    called.clear()
+    model.rollout(img[:, 0], label)
+    # The rollout samples z from the prior: the posterior's network must not run.
+    assert called == set(NETWORKS) - {"Gaussian_Predictor"}
+
+
 def test_template_checkpoint_loads_its_weights(tmp_path, capsys):
     source = Trainer.VAE_Model(args_for(*TINY))
     torch.save({"state_dict": source.state_dict(), "optimizer": source.state_dict(),
@@ -255,21 +275,19 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-def train_args(data, save_root, *extra):
-    return ["--DR", str(data), "--save_root", str(save_root), "--val_vi_len", "12",
-            "--num_workers", "0", "--device", "cpu", *TINY, *extra]
-
-
-def test_resume_continues_exactly(tiny_dataset, tmp_path, restore_signals):
+def test_resume_continues_exactly(small_dataset, tmp_path, restore_signals):
+    """A run resumed from its epoch-0 checkpoint repeats the straight run's epoch 1
+    bit for bit: the resume truncates metrics.csv to epoch 0 and appends to it."""
     common = ["--tfr", "0.5", "--tfr_sde", "0", "--tf_mode", "frame", "--per_save", "1"]
     straight = tmp_path / "straight"
-    Trainer.main(Trainer.parse_args(train_args(tiny_dataset, straight, "--num_epoch", "2", *common)))
+    Trainer.main(Trainer.parse_args(train_flags(small_dataset, straight, "--num_epoch", "2",
+                                                *common)))
     split = tmp_path / "split"
-    Trainer.main(Trainer.parse_args(train_args(tiny_dataset, split, "--num_epoch", "2", *common)))
+    shutil.copytree(straight, split)
     (split / "last.ckpt").unlink()
     (split / "epoch=1.ckpt").unlink()
     # resume from the epoch-0 checkpoint: flags come from the checkpoint
-    Trainer.main(Trainer.parse_args(["--DR", str(tiny_dataset), "--save_root", str(split),
+    Trainer.main(Trainer.parse_args(["--DR", str(small_dataset), "--save_root", str(split),
                                      "--ckpt_path", str(split / "epoch=0.ckpt")]))
     a, b = read_rows(straight / "metrics.csv"), read_rows(split / "metrics.csv")
     assert [r["epoch"] for r in b] == ["0", "1"]
@@ -277,37 +295,42 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path, restore_signals):
         assert [r[column] for r in a] == [r[column] for r in b], column
     wa = load_checkpoint(straight / "last.ckpt")
     wb = load_checkpoint(split / "last.ckpt")
+    assert wb["last_epoch"] == 1
     assert all(torch.equal(v, wb["state_dict"][k]) for k, v in wa["state_dict"].items())
     assert torch.equal(wa["optimizer"]["state"][0]["exp_avg_sq"], wb["optimizer"]["state"][0]["exp_avg_sq"])
 
 
-def test_cli_end_to_end_leaves_everything_a_report_needs(tiny_dataset, tmp_path):
-    run = tmp_path / "run"
-    proc = run_cli("Trainer.py", *train_args(tiny_dataset, run, "--num_epoch", "2",
-                                            "--store_visualization"))
-    assert "val PSNR" in proc.stdout + proc.stderr
+def test_cli_end_to_end_leaves_everything_a_report_needs(trained_run, small_dataset, tmp_path,
+                                                         capsys, restore_signals):
+    """What Trainer.py (the session's run) leaves; then, in-process on a copy, a resume
+    and --test."""
+    assert "val PSNR" in trained_run.output
     for name in ("args.json", "metrics.csv", "val_psnr_epoch0.csv", "val_psnr_epoch1.csv",
                  "last.ckpt", "best.ckpt", "epoch=0.ckpt", "plots/loss.png",
                  "plots/teacher_forcing.png", "plots/val_psnr.png", "plots/psnr_per_frame.png",
                  "visualization/val_epoch1.gif"):
-        assert (run / name).is_file(), name
-    rows = read_rows(run / "metrics.csv")
+        assert (trained_run.folder / name).is_file(), name
+    rows = read_rows(trained_run.folder / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert {"epoch", "lr", "tfr", "tf_on_frac", "beta", "train_loss", "train_mse", "train_kl",
             "val_loss", "val_psnr"} <= set(rows[0])
-    assert len(read_rows(run / "val_psnr_epoch1.csv")) == 11
-    ckpt = torch.load(run / "last.ckpt", weights_only=True)
+    assert len(read_rows(trained_run.folder / "val_psnr_epoch1.csv")) == 11
+    ckpt = torch.load(trained_run.folder / "last.ckpt", weights_only=True)
     assert ckpt["last_epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["state_dict"])
 
-    run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run,
-            "--ckpt_path", run / "last.ckpt", "--num_epoch", "3")
+    run = shutil.copytree(trained_run.folder, tmp_path / "run")
+    Trainer.main(Trainer.parse_args(["--DR", str(small_dataset), "--save_root", str(run),
+                                     "--ckpt_path", str(run / "last.ckpt"), "--num_epoch", "3"]))
     assert [r["epoch"] for r in read_rows(run / "metrics.csv")] == ["0", "1", "2"]
-    test = run_cli("Trainer.py", "--DR", tiny_dataset, "--save_root", run,
-                   "--ckpt_path", run / "best.ckpt", "--test")
-    assert "val PSNR" in test.stdout
+    capsys.readouterr()
+    Trainer.main(Trainer.parse_args(["--DR", str(small_dataset), "--save_root", str(run),
+                                     "--ckpt_path", str(run / "best.ckpt"), "--test"]))
+    assert re.search(r"val PSNR \d+\.\d+ dB over 11 frames", capsys.readouterr().out)
 
 
-def test_cli_rejects_bad_flags_without_traceback(tiny_dataset, tmp_path):
+def test_cli_rejects_bad_flags_without_traceback(tmp_path, capsys):
+    """Each bad value stops the run with exit code 2 and a message naming the flag,
+    before any data is read (--DR does not exist)."""
     cases = [(["--num_epoch", "0"], "--num_epoch"), (["--batch_size", "-1"], "--batch_size"),
              (["--train_vi_len", "0"], "--train_vi_len"), (["--tfr", "1.5"], "--tfr"),
              (["--kl_anneal_ratio", "0"], "--kl_anneal_ratio"),
@@ -315,23 +338,25 @@ def test_cli_rejects_bad_flags_without_traceback(tiny_dataset, tmp_path):
              (["--warmup_steps", "-1"], "--warmup_steps"),
              (["--kl_anneal_type", "Cyclical", "--num_epoch", "4"], "at most 2 fit")]
     for flags, name in cases:
-        proc = run_cli("Trainer.py", *train_args(tiny_dataset, tmp_path / "r", *flags), check=False)
-        assert proc.returncode != 0 and name in proc.stderr, flags
-        assert "Traceback" not in proc.stderr
+        with pytest.raises(SystemExit) as stop:
+            Trainer.main(Trainer.parse_args(train_flags(tmp_path / "no_data", tmp_path / "r",
+                                                        *flags)))
+        assert stop.value.code == 2 and name in capsys.readouterr().err, flags
+    assert not (tmp_path / "r").exists()
 
 
-def test_template_checkpoint_resumes_with_its_dims_lr_and_tfr(tiny_dataset, tmp_path, capsys,
+def test_template_checkpoint_resumes_with_its_dims_lr_and_tfr(small_dataset, tmp_path, capsys,
                                                               restore_signals):
     template = write_template_checkpoint(tmp_path / "template.ckpt",
                                          Trainer.VAE_Model(args_for(*TEMPLATE_DIMS)),
                                          lr=5e-4, tfr=0.7, last_epoch=1)
     run = tmp_path / "run"
-    model = Trainer.main(Trainer.parse_args([
-        "--DR", str(tiny_dataset), "--save_root", str(run), "--ckpt_path", str(template),
+    Trainer.main(Trainer.parse_args([
+        "--DR", str(small_dataset), "--save_root", str(run), "--ckpt_path", str(template),
         "--num_epoch", "4", "--tfr_sde", "0", "--tfr_d_step", "0.1", "--val_vi_len", "12",
         "--device", "cpu"]))
-    args = model.args
-    assert (args.F_dim, args.L_dim, args.N_dim, args.D_out_dim) == (24, 8, 4, 16)
+    args = load_checkpoint(run / "last.ckpt")["args"]
+    assert [args[k] for k in ("F_dim", "L_dim", "N_dim", "D_out_dim")] == [24, 8, 4, 16]
     rows = read_rows(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["2", "3"]
     # --lr is the checkpoint's lr, the peak of the cosine schedule over 4 epochs
