@@ -13,6 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The tests' tensors are tiny: a second thread only adds synchronisation, and on a
+# loaded 2-core machine its spin-waits slow everything down. One thread here and
+# in every process the tests start.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+
 # Tiny model dims: every CLI test trains in seconds on 2 CPU cores.
 TINY = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24"]
 

@@ -28,16 +28,6 @@ TINY = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24"]
 B, T, H, W = 2, 6, 32, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a shared 2-core
-    machine its synchronisation waits dominate the run time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fp32_model(*flags):
     """The project's model as Trainer.py builds it, in fp32 (--amp off), with
     BatchNorm statistics that are not the identity's."""

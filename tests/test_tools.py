@@ -51,9 +51,12 @@ def test_run_experiments_trains_three_kl_strategies(small_dataset, tmp_path):
     assert (out / "figures" / "loss.png").is_file()
 
 
-def test_quickstart_smoke(tmp_path):
+def test_quickstart_smoke(tiny_dataset, tmp_path):
+    """The smoke data are tiny_dataset's (same generator arguments), so the
+    quickstart finds them complete and goes straight to training."""
     proc = run_cli("tools/quickstart.py", "--smoke", "--out", tmp_path / "q",
-                   "--data", tmp_path / "data", "--device", "cpu", timeout=600)
+                   "--data", tiny_dataset, "--device", "cpu", timeout=600)
+    assert "complete dataset with these parameters exists" in proc.stdout
     assert "test score" in proc.stdout and "submission" in proc.stdout
     assert (tmp_path / "q" / "test" / "submission.csv").is_file()
     assert (tmp_path / "q" / "train" / "plots" / "loss.png").is_file()
