@@ -2,6 +2,7 @@
 import csv
 
 from conftest import TINY, run_cli
+from tools import run_experiments
 from tools.compare_runs import compare, distinguishing_labels
 from utils.plots import load_run
 from utils.runlog import METRIC_COLUMNS, write_args, write_frame_psnr
@@ -42,8 +43,9 @@ def test_compare_runs_cli_rejects_folders_without_metrics(tmp_path):
 
 def test_run_experiments_trains_three_kl_strategies(small_dataset, tmp_path):
     out = tmp_path / "exp"
-    run_cli("tools/run_experiments.py", "--DR", small_dataset, "--out", out, "--budget", "2",
-            "--val_vi_len", "8", "--num_workers", "0", "--device", "cpu", *TINY)
+    run_experiments.main(["--DR", str(small_dataset), "--out", str(out), "--budget", "2",
+                          "--val_vi_len", "8", "--num_workers", "0", "--device", "cpu",
+                          "--partial", "0.5", *TINY])
     for name in ("kl_cyclical", "kl_monotonic", "kl_none"):
         assert (out / name / "metrics.csv").is_file()
     summary = (out / "figures" / "summary.md").read_text()
