@@ -41,6 +41,7 @@ from tools.dance.detector import detect  # noqa: E402
 from tools.dance.motion import STYLES, choreograph  # noqa: E402
 from tools.dance.render import render_frame, render_label  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
+from utils.fileio import atomic_write  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 PNG_LEVEL = 1          # noisy frames hardly compress; level 1 is fastest
@@ -50,7 +51,7 @@ PARAMS_FILE = "synthetic_dance.json"
 # Marks a folder as this generator's while it writes, so a rerun may clear it.
 PARTIAL_FILE = ".synthetic_dance.partial"
 FRAME_RE = re.compile(r"frame\d+\.png")
-TMP_RE = re.compile(r"\.frame\d+\.png\.\d+\.tmp")
+TMP_RE = re.compile(r"\.frame\d+\.png\..+\.tmp")   # atomic_write's temporary files
 MIN_SIZE = (32, 16)
 
 
@@ -70,13 +71,10 @@ class Take:
                 (self.noise_base, k), self.keypoints[k], self.found[k])
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write via a temporary sibling so an interrupted run never leaves a truncated file."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _write_atomic(path, data: bytes) -> None:
+    """An interrupted run never leaves a truncated file; no fsync, since a dataset
+    is regenerated from its seed at no cost but time."""
+    atomic_write(path, lambda f: f.write(data), durable=False)
 
 
 def _render_chunk(task) -> int:

@@ -21,11 +21,14 @@ def current_umask():
     return mask
 
 
-def atomic_write(path, write_fn, text=False):
+def atomic_write(path, write_fn, text=False, durable=True):
     """Call ``write_fn(f)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     The data is fsynced before the rename, so a crash, ``kill -9`` or a full
-    disk at any moment leaves either the old file or the new one. The file gets
+    disk at any moment leaves either the old file or the new one. ``durable``
+    False skips the fsync, for files that are cheap to make again (a crash of
+    the machine may then leave an empty file, never a half-written one after a
+    crash of the program). The file gets
     the mode a plain ``open`` would give (0666 less the umask); mkstemp's 0600
     would hide it from the user's group. An OSError becomes a UserError that
     names the file; on any error the temporary file is removed.
@@ -35,8 +38,9 @@ def atomic_write(path, write_fn, text=False):
     try:
         with os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb") as f:
             write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as error:
