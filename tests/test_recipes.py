@@ -5,7 +5,7 @@ import torch
 import Tester
 import Trainer
 from tools.benchmark_quality import drift, table
-from tools.recipes import ABLATIONS, CPU_RECIPE, template
+from tools.recipes import ABLATIONS, cpu_recipe, template
 from utils.submission import write_submission
 
 
@@ -14,8 +14,7 @@ from utils.submission import write_submission
 def test_every_row_is_a_valid_run_at_any_budget(row, epochs):
     _, train_flags, test_flags = ABLATIONS[row]
     flags = [] if train_flags is None else train_flags(epochs)
-    args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *CPU_RECIPE,
-                               "--num_epoch", str(epochs), *flags])
+    args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *cpu_recipe(epochs), *flags])
     Trainer.validate_args(args)
     Tester.get_tester_parser().parse_args(["--DR", "d", "--save_root", "s", *test_flags])
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataloader import DanceTestSequences  # noqa: E402
-from tools.recipes import ABLATIONS, CPU_EPOCHS, CPU_RECIPE  # noqa: E402
+from tools.recipes import ABLATIONS, CPU_EPOCHS, cpu_recipe  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.metrics import FRAMES_PER_SEQUENCE, row_psnr  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
@@ -57,8 +57,8 @@ def train(name, data, out, epochs, extra, threads):
         print(f"== {name}: complete in {run_dir}, kept", flush=True)
         return
     flags = ABLATIONS[name][1](epochs)
-    run(["Trainer.py", "--DR", data, "--save_root", run_dir, "--device", "cpu", *CPU_RECIPE,
-         "--num_epoch", epochs, *flags, *extra], log=out / f"{slug(name)}.log", threads=threads)
+    run(["Trainer.py", "--DR", data, "--save_root", run_dir, "--device", "cpu",
+         *cpu_recipe(epochs), *flags, *extra], log=out / f"{slug(name)}.log", threads=threads)
 
 
 def drift(submission, gt):
@@ -137,8 +137,8 @@ def main(argv=None):
     results = {name: test(name, data, out) for name in args.rows}
     results["copy first frame"] = copy_first_frame(data, out)
 
-    header = (f"Quickstart dims and budget ({' '.join(CPU_RECIPE)}, --num_epoch {args.epochs}"
-              f"{' ' + ' '.join(extra) if extra else ''}), {args.jobs} run(s) at a time.")
+    header = (f"Quickstart dims and budget ({' '.join(cpu_recipe(args.epochs) + extra)}), "
+              f"{args.jobs} run(s) at a time.")
     (out / "quality.md").write_text(table(results, header))
     (out / "quality.json").write_text(json.dumps(results, indent=2))
     print("\n" + table(results, header))

@@ -8,8 +8,14 @@ so that any budget gives a schedule of the same shape.
 # training set per epoch; the small model trains stably at lr 3e-3 without warm-up.
 CPU_DIMS = ["--F_dim", "32", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "48"]
 CPU_EPOCHS = 8
-CPU_RECIPE = [*CPU_DIMS, "--batch_size", "4", "--train_vi_len", "8", "--num_epoch",
-              str(CPU_EPOCHS), "--partial", "0.1", "--lr", "0.003", "--warmup_steps", "0"]
+
+
+def cpu_recipe(epochs=CPU_EPOCHS):
+    return [*CPU_DIMS, "--batch_size", "4", "--train_vi_len", "8", "--num_epoch", str(epochs),
+            "--partial", "0.1", "--lr", "0.003", "--warmup_steps", "0"]
+
+
+CPU_RECIPE = cpu_recipe()
 # On a GPU the template's dims train quickly; more epochs buy PSNR.
 GPU_RECIPE = ["--num_epoch", "30", "--partial", "0.5"]
 # --smoke: the same pipeline on a tiny set with tiny dims, in about a minute.
