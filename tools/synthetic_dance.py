@@ -7,6 +7,8 @@ Writes the real dataset's layout so every test, demo and benchmark can run offli
     DIR/test/test_img/<i>/frame0.png      DIR/test/test_label/<i>/frame<N>.png
     DIR/test_gt/<i>/frame<N>.png          (true test frames, for local scoring)
 
+Frames are --size; labels at least 256 pixels wide (tools/dance/render.py says why).
+
 The world is calibrated on the real data's figures (README, "The synthetic
 dataset"; tools/dataset_stats.py measures them): a man in a dark-blue shirt
 who turns, walks across the stage and towards the camera, filmed in a light-grey
@@ -45,7 +47,7 @@ from utils.fileio import atomic_write  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 PNG_LEVEL = 1          # noisy frames hardly compress; level 1 is fastest
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3      # 3: labels at least 256 wide, every take starts centre stage
 TAKE = 630                 # frames per take of the training split, like one real video
 PARAMS_FILE = "synthetic_dance.json"
 # Marks a folder as this generator's while it writes, so a rerun may clear it.
@@ -249,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"number of {flag[2:].replace('_', ' ')}")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the whole world")
     parser.add_argument("--size", type=_size, default="128x64",
-                        help="image size WIDTHxHEIGHT, at least 32x16; the real files are "
-                             "1024x512")
+                        help="frame size WIDTHxHEIGHT, at least 32x16; labels are written "
+                             "at least 256 wide, the same shape; the real files are 1024x512")
     parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                         help="parallel render processes, one per core by default")
     parser.add_argument("--preview", type=Path, default=None,

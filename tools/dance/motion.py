@@ -16,7 +16,10 @@ FPS = 30
 SIDES = ("r", "l")
 JOINTS = ("abd", "flex", "elbow", "hip_flex", "hip_abd", "knee")
 DOFS = tuple(f"{s}_{j}" for s in SIDES for j in JOINTS) + ("tilt", "sway", "head")
-STAGE_X, STAGE_Z = 2.45, 0.75    # walkable half-width and half-depth in metres
+STAGE_X = 2.45                   # walkable half-width in metres
+# Walkable depth in metres, upstage to downstage: the real dancer is 22 to 27 of 32
+# pixels tall (median per sequence), never far upstage.
+STAGE_Z = (-0.3, 0.75)
 STRIDE = 1.3                     # metres per gait cycle
 
 # Target joint angles per gesture, for the right side (the left mirrors it unless
@@ -80,8 +83,8 @@ def _segments(n: int, rng: np.random.Generator, style: Style):
                           p=[style.p_walk, style.p_turn, 1 - style.p_walk - style.p_turn])
         gesture = "rest" if kind != "gesture" else str(rng.choice(style.gestures))
         facing = rng.uniform(-style.facing, style.facing) if kind == "turn" else None
-        goal = ((rng.uniform(-1, 1) * STAGE_X * style.roam, rng.uniform(-1, 1) * STAGE_Z
-                 * style.roam) if kind == "walk" else None)
+        goal = ((rng.uniform(-1, 1) * STAGE_X * style.roam, rng.uniform(*STAGE_Z) * style.roam)
+                if kind == "walk" else None)
         seconds = rng.uniform(*style.hold) if kind == "gesture" else rng.uniform(1.5, 3.0)
         if kind == "walk":
             seconds = rng.uniform(4.0, 7.0)
@@ -158,8 +161,8 @@ def choreograph(n: int, rng: np.random.Generator, style: Style) -> dict[str, np.
     """Per-frame motion of one continuous sequence: DOFS plus X, Z, yaw, gait phase,
     gait amplitude, shirt hem swing and exposure gain."""
     segments = _segments(n, rng, style)
-    start = (rng.uniform(-1, 1) * STAGE_X * 0.6 * style.roam, rng.uniform(-1, 1) * STAGE_Z
-             * 0.5 * style.roam)
+    # Every real sequence passes the centre: the dancer starts there and walks off.
+    start = (rng.uniform(-1, 1) * STAGE_X * 0.05, rng.uniform(*STAGE_Z) * 0.2 * style.roam)
     loco = _locomotion(n, segments, rng, start)
     targets = np.zeros((n, len(DOFS)))
     beat = np.zeros((n, len(DOFS)))
