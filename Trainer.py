@@ -45,6 +45,7 @@ LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
 # Adam's first steps move every weight by about lr whatever its gradient; a linear
 # warm-up keeps them small (README, "Quality").
 WARMUP_STEPS = 100
+CLIP_DRAW_SALT = 0x5EED  # the per-epoch clip draw has its own stream, apart from the shuffle
 # Frames per call of the batched networks, by device type: on a CPU, calls of 8
 # frames keep the activations cache-sized (README, "Speed"). Device types not listed
 # take the whole clip in one call.
@@ -71,6 +72,9 @@ def get_args_parser():
     data.add_argument("--data_cache", choices=["memory", "none"], default="memory",
                       help="decode every PNG once into RAM (memory) or on every access (none)")
     data.add_argument("--partial", type=float, default=1.0, help="fraction of training frames used")
+    data.add_argument("--clips_per_epoch", type=int, default=0,
+                      help="clips drawn at random from all used ones each epoch; 0 = all "
+                           "(default: 0)")
     data.add_argument("--train_vi_len", type=int, default=16, help="training clip length (frames)")
     data.add_argument("--val_vi_len", type=int, default=630, help="validation video length")
     data.add_argument("--frame_H", type=int, default=32, help="frame height")
@@ -182,6 +186,9 @@ def validate_args(args):
     for name in positive:
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}.")
+    if args.clips_per_epoch < 0:
+        raise UserError(f"--clips_per_epoch must be 0 (all clips) or positive, "
+                        f"got {args.clips_per_epoch}.")
     if args.train_vi_len < 2 or args.val_vi_len < 2:
         raise UserError("--train_vi_len and --val_vi_len need at least 2 frames.")
     for name in ("tfr", "tfr_d_step"):
@@ -532,6 +539,12 @@ class VAE_Model(nn.Module):
         if args.fast_train and epoch < args.fast_train_epoch:
             clips = int(len(dataset.frame_files) * args.fast_partial) // args.train_vi_len
             dataset = Subset(dataset, range(min(max(clips, 1), len(dataset))))
+        if 0 < args.clips_per_epoch < len(dataset):
+            # A fresh draw each epoch shows every motion of the set within a short epoch;
+            # seeded by the epoch alone, so every rank and a resumed run draw the same.
+            draw = torch.Generator().manual_seed(seed_for(args.seed, epoch) ^ CLIP_DRAW_SALT)
+            chosen = torch.randperm(len(dataset), generator=draw)[:args.clips_per_epoch]
+            dataset = Subset(dataset, chosen.sort().values.tolist())
         if self.dist is not None and self.dist.enabled:
             sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size,
                                          rank=self.dist.rank, shuffle=True, seed=args.seed)
@@ -893,8 +906,11 @@ def main(args):
         if dist.is_main:
             runlog.write_args(save_root, plain_args(args))
             runlog.truncate_metrics(save_root, model.current_epoch - 1)
+            per_epoch = (f", {args.clips_per_epoch} drawn each epoch"
+                         if 0 < args.clips_per_epoch < len(train_set) else "")
             print(f"training on {dist.device} x{dist.world_size}: {len(train_set)} clips of "
-                  f"{args.train_vi_len} frames, epochs {model.current_epoch}..{args.num_epoch - 1}")
+                  f"{args.train_vi_len} frames{per_epoch}, epochs {model.current_epoch}.."
+                  f"{args.num_epoch - 1}")
         install_stop_handlers(model)
         model.training_stage(train_set, val_set, engine=dist.wrap(model))
         if dist.is_main:

@@ -170,3 +170,20 @@ def test_no_full_batch_per_process_is_an_error():
     model = VAE_Model(tiny_args("--batch_size", "4"), Distributed(0, 2, torch.device("cpu")))
     with pytest.raises(UserError, match="per process"):
         model.train_dataloader(dataset, 0)
+
+
+def test_clips_per_epoch_draws_a_new_subset_each_epoch_the_same_on_every_rank():
+    dataset = torch.utils.data.TensorDataset(torch.arange(40))
+    drawn = {}
+    for epoch in (0, 1):
+        for rank in (0, 1):
+            model = VAE_Model(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"),
+                              Distributed(rank, 2, torch.device("cpu")))
+            drawn[epoch, rank] = [int(x) for (x,) in model.train_dataloader(dataset, epoch)]
+    for epoch in (0, 1):
+        both = drawn[epoch, 0] + drawn[epoch, 1]
+        assert len(both) == len(set(both)) == 8      # one draw, split across the ranks
+    assert set(drawn[0, 0] + drawn[0, 1]) != set(drawn[1, 0] + drawn[1, 1])
+    again = VAE_Model(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"),
+                      Distributed(0, 2, torch.device("cpu")))
+    assert [int(x) for (x,) in again.train_dataloader(dataset, 1)] == drawn[1, 0]   # resumable

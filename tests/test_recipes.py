@@ -41,3 +41,36 @@ def test_drift_compares_late_with_early_frames(tmp_path):
     result = {"what": "x", "score": 30.0, "drift": drop}
     text = table({"default": result, "seed 1": {**result, "score": 30.4}}, "header")
     assert "| default | x |" in text and "0.40 dB" in text
+
+
+def test_every_training_row_trains_on_as_many_frames_as_the_default():
+    def frames_per_epoch(flags):
+        args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *cpu_recipe(12), *flags])
+        return args.clips_per_epoch * args.train_vi_len
+    default = frames_per_epoch([])
+    assert default > 0
+    for row, (_, train_flags, _) in ABLATIONS.items():
+        if train_flags is not None:
+            assert frames_per_epoch(train_flags(12)) == default, row
+
+
+def test_a_finished_row_is_not_tested_again_until_its_checkpoint_changes(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from tools import benchmark_quality as bq
+    calls = []
+    monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
+    (tmp_path / "default").mkdir()
+    ckpt = tmp_path / "default" / "best.ckpt"
+    ckpt.write_bytes(b"weights")
+    kept = tmp_path / "test" / "z_zero" / "result.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({"score": 30.0}))
+    os.utime(ckpt, (1, 1))                                   # the checkpoint is older
+    assert bq.test("z zero", tmp_path, tmp_path) == {"score": 30.0} and not calls
+    os.utime(ckpt, None)
+    os.utime(kept, (1, 1))                                   # retrained since: test again
+    with pytest.raises(ValueError):                          # the fake run wrote no metrics
+        bq.test("z zero", tmp_path, tmp_path)
+    assert calls and calls[0][0] == "Tester.py"

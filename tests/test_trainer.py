@@ -336,6 +336,7 @@ def test_cli_rejects_bad_flags_without_traceback(tmp_path, capsys):
              (["--kl_anneal_ratio", "0"], "--kl_anneal_ratio"),
              (["--kl_anneal_type", "Linear"], "kl_anneal_type"),
              (["--warmup_steps", "-1"], "--warmup_steps"),
+             (["--clips_per_epoch", "-1"], "--clips_per_epoch"),
              (["--kl_anneal_type", "Cyclical", "--num_epoch", "4"], "at most 2 fit")]
     for flags, name in cases:
         with pytest.raises(SystemExit) as stop:
