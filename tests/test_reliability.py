@@ -2,6 +2,7 @@
 import csv
 import os
 import pickle
+import random
 import shutil
 import signal
 import subprocess
@@ -290,3 +291,13 @@ def test_nothing_is_written_outside_save_root(small_dataset, small_ckpt, tmp_pat
                                    Tester.get_tester_parser()))
     assert files(ROOT) == before and files(small_dataset) == data_before
     assert {p.name for p in tmp_path.iterdir()} == {"t", "s"}
+
+
+def test_any_random_bytes_give_a_clear_error_not_a_traceback(tmp_path):
+    """Random bytes can parse as pickle opcodes (a memo lookup, a short struct) that
+    fail with errors other than UnpicklingError; every one must read as unreadable."""
+    junk = tmp_path / "junk.ckpt"
+    for seed in range(300):
+        junk.write_bytes(random.Random(seed).randbytes(1000))
+        with pytest.raises(UserError, match="junk.ckpt"):
+            load_checkpoint(junk)

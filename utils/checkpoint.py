@@ -5,6 +5,7 @@ A checkpoint is a dict of tensors and plain values only, so it loads with
 refused, and nothing in it runs.
 """
 import pickle
+import struct
 from pathlib import Path
 
 import torch
@@ -44,8 +45,11 @@ def load_checkpoint(path):
             f"refusing to load '{path}': it holds objects other than tensors and plain "
             f"values, which could run code when unpickled ({str(error).splitlines()[0]}). "
             "Only load checkpoints written by this project or the course template.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UserError(f"'{path}' is not a readable checkpoint ({error}).") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            struct.error, UnicodeDecodeError) as error:
+        # Random bytes can read as pickle opcodes that index an empty memo or stack.
+        raise UserError(f"'{path}' is not a readable checkpoint ({type(error).__name__}: "
+                        f"{error}).") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise UserError(f"'{path}' is not a Lab 4 checkpoint: it has no 'state_dict' entry.")
     return ckpt
