@@ -73,8 +73,7 @@ def get_args_parser():
                       help="decode every PNG once into RAM (memory) or on every access (none)")
     data.add_argument("--partial", type=float, default=1.0, help="fraction of training frames used")
     data.add_argument("--clips_per_epoch", type=int, default=0,
-                      help="clips drawn at random from all used ones each epoch; 0 = all "
-                           "(default: 0)")
+                      help="clips drawn at random from all used ones each epoch; 0 = all")
     data.add_argument("--train_vi_len", type=int, default=16, help="training clip length (frames)")
     data.add_argument("--val_vi_len", type=int, default=630, help="validation video length")
     data.add_argument("--frame_H", type=int, default=32, help="frame height")
