@@ -74,3 +74,16 @@ def test_a_finished_row_is_not_tested_again_until_its_checkpoint_changes(tmp_pat
     with pytest.raises(ValueError):                          # the fake run wrote no metrics
         bq.test("z zero", tmp_path, tmp_path)
     assert calls and calls[0][0] == "Tester.py"
+
+
+def test_a_row_that_diverges_is_reported_with_its_error_not_lost(tmp_path):
+    from tools.benchmark_quality import failure
+    log = tmp_path / "kl_mean.log"
+    log.write_text("train 3:   0%|  | 0/73\r  error: non-finite loss at epoch 3, step 280 "
+                   "(loss nan, MSE nan). Stopped before the update.\n")
+    assert failure(log) == "error: non-finite loss at epoch 3, step 280"
+    assert "see" in failure(tmp_path / "missing.log")
+    ok = {"what": "x", "score": 30.0, "drift": {0: -1.0}}
+    text = table({"default": ok, "kl mean": {"what": "y", "failed": failure(log)}}, "header")
+    assert "| kl mean | y | | error: non-finite loss at epoch 3, step 280 |" in text
+    assert "| default | x |" in text

@@ -95,6 +95,14 @@ def test(name, data, out, threads=None):
     return result
 
 
+def failure(log):
+    """The last error line of a failed run's log, e.g. its non-finite loss."""
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if "error" in line.lower()] if log.is_file() else []
+    last = lines[-1].split("\r")[-1].split(" (")[0].strip() if lines else ""
+    return last or f"failed, see {log}"
+
+
 def copy_first_frame(data, out):
     dataset = DanceTestSequences(data)
     sequences = [first.expand(labels.shape[0], -1, -1, -1)
@@ -110,15 +118,20 @@ def table(results, header):
              "worst drift, frames 501-600 vs 1-100 | training (min) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
+        if "failed" in r:
+            lines.append(f"| {name} | {r['what']} | | {r['failed']} | | | |")
+            continue
         versus = f"{r['score'] - default:+.2f}" if default is not None else ""
         val = f"{r['val_psnr']:.2f}" if "val_psnr" in r else ""
-        minutes = f"{r['train_minutes']:.1f}" if "train_minutes" in r else ""
+        trained = ABLATIONS.get(name, (None, None))[1] is not None
+        minutes = f"{r['train_minutes']:.1f}" if trained and "train_minutes" in r else ""
         lines.append(f"| {name} | {r['what']} | {val} | {r['score']:.2f} | {versus} | "
                      f"{min(r['drift'].values()):+.2f} dB | {minutes} |")
     if "seed 1" in results and default is not None:
         noise = abs(results["seed 1"]["score"] - default)
         lines += ["", f"Noise of a measurement (|default - seed 1|): {noise:.2f} dB; a "
-                  "difference smaller than that is no difference."]
+                  "difference smaller than that is no difference. It is a lower bound: a "
+                  "thread count alone can move a run by more (README, Quality)."]
     return "\n".join(lines) + "\n"
 
 
@@ -143,11 +156,18 @@ def main(argv=None):
     cores = os.cpu_count() or 1
 
     def train_and_test(name, threads):
-        train(name, data, out, args.epochs, extra, threads)
+        try:
+            train(name, data, out, args.epochs, extra, threads)
+        except subprocess.CalledProcessError:
+            # A recipe that diverges is a result too; the table goes on without it.
+            log = out / f"{slug(name)}.log"
+            return {"what": ABLATIONS[name][0], "failed": failure(log)}
         return test(name, data, out, threads) if name in args.rows else None
 
     # The default first, on every core: the test-only rows use its checkpoint.
     done = {n: train_and_test(n, cores) for n in trained if n == "default"}
+    if "failed" in (done.get("default") or {}):
+        raise SystemExit(f"the default recipe failed to train: {done['default']['failed']}")
     others = [n for n in trained if n != "default"]
     with ThreadPoolExecutor(args.jobs) as pool:
         done.update(zip(others, pool.map(lambda n: train_and_test(n, max(1, cores // args.jobs)),
