@@ -88,7 +88,8 @@ def test(name, data, out, threads=None):
     submission = test_dir / "submission.csv"
     metrics = read_metrics(run_dir)
     result = {"what": ABLATIONS[name][0], "val_psnr": max(r["val_psnr"] for r in metrics),
-              "train_minutes": sum(r["epoch_seconds"] for r in metrics) / 60,
+              **({"train_minutes": sum(r["epoch_seconds"] for r in metrics) / 60}
+                 if train_flags else {}),
               **score(submission, data / "test_gt"),
               "drift": drift(submission, data / "test_gt")}
     kept.write_text(json.dumps(result, indent=2))
@@ -123,8 +124,7 @@ def table(results, header):
             continue
         versus = f"{r['score'] - default:+.2f}" if default is not None else ""
         val = f"{r['val_psnr']:.2f}" if "val_psnr" in r else ""
-        trained = ABLATIONS.get(name, (None, None))[1] is not None
-        minutes = f"{r['train_minutes']:.1f}" if trained and "train_minutes" in r else ""
+        minutes = f"{r['train_minutes']:.1f}" if "train_minutes" in r else ""
         lines.append(f"| {name} | {r['what']} | {val} | {r['score']:.2f} | {versus} | "
                      f"{min(r['drift'].values()):+.2f} dB | {minutes} |")
     if "seed 1" in results and default is not None:
