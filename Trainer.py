@@ -487,6 +487,31 @@ class VAE_Model(nn.Module):
                 out[:, t] = prev.float()
         return out
 
+    @torch.no_grad()
+    def one_step(self, frames, labels, chunk=64):
+        """Every frame predicted from the true previous one, with z = 0 (the
+        prior's mean): frames, labels (B, T, 3, H, W) -> (B, T, 3, H, W),
+        out[:, 0] = frames[:, 0].
+
+        The networks run as in rollout(), but no prediction is fed back, so no
+        error can accumulate: against rollout(z_scale=0) it tells accumulated
+        error from frames that are hard in themselves.
+        """
+        B, T = labels.shape[:2]
+        out = torch.empty(frames.shape, device=frames.device)
+        out[:, 0] = frames[:, 0]
+        with evaluating(self), self.autocast():
+            for t in range(1, T, chunk):
+                label = labels[:, t:t + chunk].transpose(0, 1)           # (n, B, 3, H, W)
+                prev = frames[:, t - 1:t - 1 + len(label)].transpose(0, 1)
+                z = torch.zeros(*label.shape[:2], self.args.N_dim, *label.shape[-2:],
+                                device=frames.device)                    # (n, B, N, H, W)
+                pred = self.encode_clip(self.decode,
+                                        self.encode_clip(self.frame_transformation, prev),
+                                        self.encode_clip(self.label_transformation, label), z)
+                out[:, t:t + len(label)] = pred.transpose(0, 1).float()
+        return out
+
     # ----------------------------------------------------------------------- training
     def training_one_step(self, img, label, adapt_TeacherForcing, engine=None):
         """One optimizer step on a clip; returns (loss, mse, kl, grad_norm) floats.

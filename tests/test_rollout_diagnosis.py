@@ -1,0 +1,76 @@
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from conftest import TINY, run_cli
+from Trainer import VAE_Model, parse_args
+from tools.rollout_diagnosis import by_position, load_sequences, pose_centre
+from utils.errors import UserError
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    args = parse_args(["--DR", "unused", "--save_root", "unused", "--device", "cpu", "--amp",
+                       "off", *TINY])
+    return VAE_Model(args)
+
+
+def test_one_step_predicts_each_frame_from_the_true_previous_frame():
+    model = tiny_model()
+    frames, labels = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
+    stepped = model.one_step(frames, labels, chunk=2)   # chunks that split the clip
+    assert torch.equal(stepped[:, 0], frames[:, 0])
+    for t in range(1, 6):
+        # A rollout of one step from the true frame t-1 is the same prediction.
+        single = model.rollout(frames[:, t - 1], labels[:, t - 1:t + 1], z_scale=0)[:, 1]
+        torch.testing.assert_close(stepped[:, t], single, atol=1e-6, rtol=0)
+    # A rollout feeds its own frames back: from frame 2 on it differs (an untrained
+    # model depends little on its input, hence the small margin).
+    rolled = model.rollout(frames[:, 0], labels, z_scale=0)
+    torch.testing.assert_close(rolled[:, 1], stepped[:, 1], atol=1e-6, rtol=0)
+    assert (rolled[:, 2:] - stepped[:, 2:]).abs().max() > 1e-4
+
+
+def test_pose_centre_is_where_the_strokes_are():
+    labels = torch.ones(3, 3, 8, 20)               # white: no pose
+    labels[0, :, 2:6, 4] = 0.0                     # a black stroke in column 4
+    labels[1, 1, :, 15] = 0.9                      # a faint green stroke in column 15
+    centre = pose_centre(labels)
+    assert centre[0].item() == pytest.approx(4.5 / 20)
+    assert centre[1].item() == pytest.approx(15.5 / 20)
+    assert math.isnan(centre[2].item())
+
+
+def test_by_position_bins_frames_by_pose_centre_and_skips_blank_ones():
+    psnr = torch.tensor([30.0, 32.0, 20.0, 25.0, 99.0])
+    centre = torch.tensor([0.1, 0.15, 0.5, 1.0, math.nan])
+    rows = by_position(psnr, centre, bins=2)
+    assert rows == [(0.0, 0.5, pytest.approx(31.0), 2), (0.5, 1.0, pytest.approx(22.5), 2)]
+
+
+def test_a_sequence_whose_true_frames_do_not_match_its_labels_is_named(small_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset / "test", data / "test")
+    shutil.copytree(small_dataset / "test_gt", data / "test_gt")
+    (data / "test_gt" / "0" / "frame5.png").unlink()
+    with pytest.raises(UserError, match=r"test_gt.0.* holds 7 frames for 8 labels"):
+        load_sequences(data, (32, 64))
+
+
+def test_cli_reports_rollout_against_one_step_and_by_position(trained_run, small_dataset,
+                                                             tmp_path):
+    out = tmp_path / "report.json"
+    proc = run_cli("tools/rollout_diagnosis.py", "--DR", small_dataset, "--ckpt_path",
+                   trained_run.folder / "best.ckpt", "--device", "cpu", "--window", "4",
+                   "--train_frames", "30", "--json", out)
+    report = json.loads(out.read_text())
+    first, second = report["sequences"]["test 0"]        # frames 1-4 and 5-7 of 8
+    assert first[:2] == [1, 4] and second[:2] == [5, 7]
+    assert all(math.isfinite(v) for row in (first, second) for v in row[2:])
+    assert sum(row[3] for row in report["by_position"]["sequences"]) == 7
+    assert sum(row[3] for row in report["by_position"]["train"]) == 29
+    assert "frames    1-4" in proc.stdout and "rollout" in proc.stdout
+    assert "one-step PSNR (dB) by the pose's horizontal centre" in proc.stdout

@@ -1,0 +1,162 @@
+"""Where a rollout loses PSNR: error carried along the rollout, or frames that are harder.
+
+    python tools/rollout_diagnosis.py --DR <dataset> --ckpt_path <ckpt> [Tester.py flags]
+
+Each sequence with true frames is predicted twice with the same weights and
+z = 0: rolled out from frame 0, as Tester.py submits it, and frame by frame
+from the true previous frame ("one step"). Per window of frames it prints
+both PSNRs: where they agree, the loss is in the frames themselves, not
+accumulated along the rollout. Then the one-step PSNR by where the dancer
+stands (the pose's horizontal centre, in fifths of the width), on those
+sequences and on training frames the model learned from: where both fall the
+same way, the frames there are harder to render, not unseen.
+
+The sequences are the test split's when <DR>/test_gt/<i>/frame<N>.png holds
+their true frames (the synthetic dataset writes them; Kaggle's data has
+none), else the val video. PSNR is on the loader's float frames, as
+validation computes it. Other flags are Tester.py's (e.g. --bn_rollout).
+"""
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataloader import DanceTestSequences, paired_files, to_unit_float  # noqa: E402
+from Tester import get_tester_parser, load_test_model  # noqa: E402
+from Trainer import parse_args  # noqa: E402
+from utils.cli import tool_parser  # noqa: E402
+from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.images import list_images, read_images  # noqa: E402
+from utils.metrics import psnr_per_frame  # noqa: E402
+
+POSITION_BINS = 5
+
+
+def pose_centre(labels):
+    """Horizontal centre of each pose image as a fraction of the width, NaN where
+    it is blank: labels (N, 3, H, W) in [0, 1], strokes on white -> (N,).
+
+    Each pixel weighs by its ink (1 - its darkest channel), so faint strokes count
+    and no threshold is needed.
+    """
+    ink = (1 - labels.min(dim=1).values).sum(dim=1)                       # (N, W)
+    x = (torch.arange(labels.shape[-1], dtype=ink.dtype) + 0.5) / labels.shape[-1]
+    total = ink.sum(dim=1)
+    return torch.where(total > 0, (ink * x).sum(dim=1) / total.clamp_min(1e-12),
+                       torch.full_like(total, math.nan))
+
+
+def by_position(psnr, centre, bins=POSITION_BINS):
+    """Mean PSNR and frame count per horizontal bin of the pose centre (frames
+    without a pose left out): [(low, high, mean or None, count)]."""
+    rows = []
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = (centre >= low) & ((centre < high) | (b == bins - 1) & (centre <= high))
+        count = int(inside.sum())
+        rows.append((low, high, float(psnr[inside].mean()) if count else None, count))
+    return rows
+
+
+def windows(rollout, one_step, size):
+    """Per window of predicted frames 1.., both PSNRs: [(first, last, rollout, one_step)]."""
+    return [(start + 1, start + len(rollout[start:start + size]),
+             float(rollout[start:start + size].mean()), float(one_step[start:start + size].mean()))
+            for start in range(0, len(rollout), size)]
+
+
+def load_sequences(root, frame_size):
+    """[(name, frames (T, 3, H, W), labels (T, 3, H, W))] with true frames in [0, 1]."""
+    root = Path(root)
+    gt_root = root / "test_gt"
+    if gt_root.is_dir():
+        test = DanceTestSequences(root, frame_size)
+        sequences = []
+        for name, (_, labels) in zip(test.names, (test[i] for i in range(len(test)))):
+            truth = list_images(gt_root / name)
+            if len(truth) != len(labels):
+                raise UserError(f"'{gt_root / name}' holds {len(truth)} frames for "
+                                f"{len(labels)} labels; the true frames must match the labels "
+                                "one to one.")
+            sequences.append((f"test {name}", to_unit_float(read_images(truth, frame_size)),
+                              labels))
+        return sequences
+    frames, labels = paired_files(root / "val" / "val_img", root / "val" / "val_label")
+    return [("val", to_unit_float(read_images(frames, frame_size)),
+             to_unit_float(read_images(labels, frame_size)))]
+
+
+def diagnose(model, sequences, train, window=100):
+    """The report as a dict: per sequence, PSNR per window rolled out and one step;
+    one-step PSNR by pose position on the sequences and on ``train`` (frames,
+    labels) or None."""
+    report = {"sequences": {}, "by_position": {}}
+    psnr_all, centre_all = [], []
+    device = model.device
+    for name, frames, labels in sequences:
+        frames, labels = frames[None].to(device), labels[None].to(device)
+        rolled = model.rollout(frames[:, 0], labels, z_scale=0)
+        stepped = model.one_step(frames, labels)
+        psnr_roll = psnr_per_frame(rolled[0, 1:], frames[0, 1:]).cpu()
+        psnr_step = psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu()
+        report["sequences"][name] = windows(psnr_roll, psnr_step, window)
+        psnr_all.append(psnr_step)
+        centre_all.append(pose_centre(labels[0, 1:].cpu()))
+    report["by_position"]["sequences"] = by_position(torch.cat(psnr_all), torch.cat(centre_all))
+    if train is not None:
+        frames, labels = (t[None].to(device) for t in train)
+        stepped = model.one_step(frames, labels)
+        report["by_position"]["train"] = by_position(
+            psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu(), pose_centre(labels[0, 1:].cpu()))
+    return report
+
+
+def format_report(report):
+    lines = []
+    for name, rows in report["sequences"].items():
+        lines.append(f"{name}: PSNR (dB) rolled out | one step from the true previous frame")
+        lines += [f"  frames {first:>4}-{last:<4} {roll:6.2f} | {step:6.2f}   "
+                  f"rollout {roll - step:+.2f}" for first, last, roll, step in rows]
+    lines.append("one-step PSNR (dB) by the pose's horizontal centre (frames):")
+    for split, rows in report["by_position"].items():
+        cells = [f"{low:.1f}-{high:.1f}: " + ("  n/a" if mean is None else f"{mean:5.2f}")
+                 + f" ({count})" for low, high, mean, count in rows]
+        lines.append(f"  {split:<9} " + "   ".join(cells))
+    return "\n".join(lines)
+
+
+@exit_on_user_error
+def main(argv=None):
+    parser = tool_parser(__doc__)
+    parser.add_argument("--train_frames", type=int, default=3150,
+                        help="how many training frames (the first ones) to predict one step; "
+                        "0 skips them")
+    parser.add_argument("--window", type=int, default=100, help="frames per window")
+    parser.add_argument("--json", default=None, help="also write the report to this JSON file")
+    own, rest = parser.parse_known_args(argv)
+    if own.window < 1 or own.train_frames < 0:
+        raise UserError(f"--window must be >= 1 and --train_frames >= 0, got {own.window} and "
+                        f"{own.train_frames}.")
+    args = parse_args(["--save_root", "unused", *rest], parser=get_tester_parser())
+    model = load_test_model(args)
+    frame_size = (args.frame_H, args.frame_W)
+    sequences = load_sequences(args.DR, frame_size)
+    train = None
+    if own.train_frames > 1:
+        frames, labels = paired_files(Path(args.DR) / "train" / "train_img",
+                                      Path(args.DR) / "train" / "train_label")
+        train = tuple(to_unit_float(read_images(files[:own.train_frames], frame_size))
+                      for files in (frames, labels))
+    report = diagnose(model, sequences, train, own.window)
+    print(format_report(report))
+    if own.json:
+        Path(own.json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
