@@ -311,6 +311,16 @@ def kl_divergence(mu, logvar, reduction="sum"):
 
 
 # --------------------------------------------------------------------------- model
+def non_finite_remedies(args, device_type):
+    """The settings worth changing after a non-finite loss, for this run's flags."""
+    remedies = [f"a lower --lr (this run: {args.lr:g})"]
+    if resolve_amp(args.amp, device_type) != "off":
+        remedies.append("--amp off")
+    if args.kl_reduction == "sum":
+        remedies.append("--kl_reduction mean")
+    return ", ".join(remedies[:-1]) + " or " + remedies[-1] if len(remedies) > 1 else remedies[0]
+
+
 def squash(x, activation):
     """The generator's output -> [0, 1] by --output_activation ("none": as is)."""
     if activation == "sigmoid":
@@ -534,7 +544,7 @@ class VAE_Model(nn.Module):
                 f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
                 f"(loss {values[0]}, MSE {values[1]}, KL {values[2]}, grad norm {values[3]}). "
                 "Stopped before the update; the last good checkpoint is intact. "
-                "Try a lower --lr, --amp off, or --kl_reduction mean.")
+                f"Try {non_finite_remedies(self.args, self.device.type)}.")
         for group in self.optim.param_groups:
             group["lr"] = learning_rate(self.args, self.current_epoch, self.global_step)
         self.scaler.step(self.optim)

@@ -158,6 +158,13 @@ def test_non_finite_loss_stops_before_the_update(monkeypatch):
     assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
 
 
+def test_non_finite_loss_suggests_only_settings_the_run_can_still_change():
+    suggest = lambda *flags: Trainer.non_finite_remedies(args_for(*flags), "cpu")  # noqa: E731
+    assert suggest("--lr", "0.003", "--amp", "bf16") == \
+        "a lower --lr (this run: 0.003), --amp off or --kl_reduction mean"
+    assert suggest("--amp", "off", "--kl_reduction", "mean") == "a lower --lr (this run: 0.001)"
+
+
 def test_validation_runs_in_eval_mode(small_dataset):
     from dataloader import Dataset_Dance
     model = Trainer.VAE_Model(args_for(*TINY, "--val_vi_len", "10"))
