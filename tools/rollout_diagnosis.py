@@ -131,7 +131,8 @@ def format_report(report):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = tool_parser(__doc__)
+    parser = tool_parser(__doc__, epilog="--DR and --ckpt_path are required; every other "
+                         "flag is Tester.py's (python Tester.py --help).")
     parser.add_argument("--train_frames", type=int, default=3150,
                         help="how many training frames (the first ones) to predict one step; "
                         "0 skips them")
