@@ -53,20 +53,29 @@ def pose_centre(labels):
 def by_position(psnr, centre, bins=POSITION_BINS):
     """Mean PSNR and frame count per horizontal bin of the pose centre (frames
     without a pose left out): [(low, high, mean or None, count)]."""
+    index = (centre * bins).floor().clamp(max=bins - 1)   # NaN matches no bin
     rows = []
     for b in range(bins):
-        low, high = b / bins, (b + 1) / bins
-        inside = (centre >= low) & ((centre < high) | (b == bins - 1) & (centre <= high))
+        inside = index == b
         count = int(inside.sum())
-        rows.append((low, high, float(psnr[inside].mean()) if count else None, count))
+        rows.append((b / bins, (b + 1) / bins, float(psnr[inside].mean()) if count else None,
+                     count))
     return rows
 
 
 def windows(rollout, one_step, size):
     """Per window of predicted frames 1.., both PSNRs: [(first, last, rollout, one_step)]."""
-    return [(start + 1, start + len(rollout[start:start + size]),
+    return [(start + 1, min(start + size, len(rollout)),
              float(rollout[start:start + size].mean()), float(one_step[start:start + size].mean()))
             for start in range(0, len(rollout), size)]
+
+
+def read_split(root, split, frame_size, limit=None):
+    """The first ``limit`` (all by default) frames and labels of the train or val
+    split: two (T, 3, H, W) tensors in [0, 1]."""
+    split_dir = Path(root) / split
+    files = paired_files(split_dir / f"{split}_img", split_dir / f"{split}_label")
+    return tuple(to_unit_float(read_images(f[:limit], frame_size)) for f in files)
 
 
 def load_sequences(root, frame_size):
@@ -85,9 +94,15 @@ def load_sequences(root, frame_size):
             sequences.append((f"test {name}", to_unit_float(read_images(truth, frame_size)),
                               labels))
         return sequences
-    frames, labels = paired_files(root / "val" / "val_img", root / "val" / "val_label")
-    return [("val", to_unit_float(read_images(frames, frame_size)),
-             to_unit_float(read_images(labels, frame_size)))]
+    return [("val", *read_split(root, "val", frame_size))]
+
+
+def one_step_psnr(model, frames, labels):
+    """One-step PSNR and pose centre of frames 1.. of one sequence (T, 3, H, W)."""
+    frames, labels = frames[None].to(model.device), labels[None].to(model.device)
+    stepped = model.one_step(frames, labels)
+    return (psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu(),
+            pose_centre(labels[0, 1:].cpu()))
 
 
 def diagnose(model, sequences, train, window=100):
@@ -96,22 +111,17 @@ def diagnose(model, sequences, train, window=100):
     labels) or None."""
     report = {"sequences": {}, "by_position": {}}
     psnr_all, centre_all = [], []
-    device = model.device
     for name, frames, labels in sequences:
-        frames, labels = frames[None].to(device), labels[None].to(device)
-        rolled = model.rollout(frames[:, 0], labels, z_scale=0)
-        stepped = model.one_step(frames, labels)
-        psnr_roll = psnr_per_frame(rolled[0, 1:], frames[0, 1:]).cpu()
-        psnr_step = psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu()
+        rolled = model.rollout(frames[None, 0].to(model.device), labels[None].to(model.device),
+                               z_scale=0)
+        psnr_roll = psnr_per_frame(rolled[0, 1:].cpu(), frames[1:])
+        psnr_step, centre = one_step_psnr(model, frames, labels)
         report["sequences"][name] = windows(psnr_roll, psnr_step, window)
         psnr_all.append(psnr_step)
-        centre_all.append(pose_centre(labels[0, 1:].cpu()))
+        centre_all.append(centre)
     report["by_position"]["sequences"] = by_position(torch.cat(psnr_all), torch.cat(centre_all))
     if train is not None:
-        frames, labels = (t[None].to(device) for t in train)
-        stepped = model.one_step(frames, labels)
-        report["by_position"]["train"] = by_position(
-            psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu(), pose_centre(labels[0, 1:].cpu()))
+        report["by_position"]["train"] = by_position(*one_step_psnr(model, *train))
     return report
 
 
@@ -148,10 +158,7 @@ def main(argv=None):
     sequences = load_sequences(args.DR, frame_size)
     train = None
     if own.train_frames > 1:
-        frames, labels = paired_files(Path(args.DR) / "train" / "train_img",
-                                      Path(args.DR) / "train" / "train_label")
-        train = tuple(to_unit_float(read_images(files[:own.train_frames], frame_size))
-                      for files in (frames, labels))
+        train = read_split(args.DR, "train", frame_size, own.train_frames)
     report = diagnose(model, sequences, train, own.window)
     print(format_report(report))
     if own.json:
