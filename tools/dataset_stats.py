@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -59,20 +58,49 @@ def psnr(a, b):
     return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
 
 
+def box_mean(images, size):
+    """Mean over a size x size window of each (N, H, W) image, edges repeated: the
+    window of pixel i spans i - size // 2 .. i + (size - 1) // 2 on each axis."""
+    before, after = size // 2, (size - 1) // 2
+    padded = np.pad(images.astype(np.float64), ((0, 0), (before, after), (before, after)),
+                    mode="edge")
+    sums = np.pad(padded.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+    H, W = images.shape[1:]
+    return (sums[:, size:size + H, size:size + W] - sums[:, :H, size:size + W]
+            - sums[:, size:size + H, :W] + sums[:, :H, :W]) / size ** 2
+
+
+def largest_component(masks):
+    """The largest 8-connected set of True pixels of each (N, H, W) mask (all False
+    where a mask is empty); ties go to the set that starts first in raster order."""
+    N, H, W = masks.shape
+    none = H * W
+    ids = np.where(masks, np.arange(none).reshape(1, H, W), none)
+    while True:   # each pixel takes the lowest id among its neighbours until none changes
+        padded = np.pad(ids, ((0, 0), (1, 1), (1, 1)), constant_values=none)
+        lowest = np.min([padded[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+                         for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+        lowest = np.where(masks, lowest, none)
+        if np.array_equal(lowest, ids):
+            break
+        ids = lowest
+    flat = ids.reshape(N, -1)
+    counts = np.stack([np.bincount(row, minlength=none + 1)[:none] for row in flat])
+    return (flat == counts.argmax(1)[:, None]).reshape(N, H, W) & masks
+
+
 def frame_figures(frames):
     """Studio, dancer and motion figures of one sequence's frames (N, 3, H, W) uint8."""
     rgb = frames.reshape(len(frames), 3, -1).mean(axis=(0, 2))
     lum = frames.astype(np.float32).mean(axis=1)
-    blocks = ndimage.uniform_filter(lum[:, : SIZE[0] // 4], size=(1, 8, 8), mode="nearest")
+    blocks = box_mean(lum[:, : SIZE[0] // 4], 8)
     figures = dict(mean_r=rgb[0], mean_g=rgb[1], mean_b=rgb[2],
                    top_light=float((blocks.max(axis=(1, 2)) - lum.mean(axis=(1, 2))).mean()))
     heights, widths, sizes, centres = [], [], [], []
-    for image in lum:
-        mask = image < 0.6 * np.median(image)
-        parts, count = ndimage.label(mask, structure=np.ones((3, 3)))
-        if count == 0:
+    masks = lum < 0.6 * np.median(lum, axis=(1, 2), keepdims=True)
+    for mask, biggest in zip(masks, largest_component(masks)):
+        if not mask.any():
             continue
-        biggest = parts == 1 + np.argmax(np.bincount(parts.ravel())[1:])
         rows, cols = np.nonzero(biggest)
         heights.append(rows.max() - rows.min() + 1)
         widths.append(cols.max() - cols.min() + 1)
