@@ -4,7 +4,7 @@ import torch
 
 import Tester
 import Trainer
-from tools.benchmark_quality import drift, table
+from tools.benchmark_quality import drift, rollout_gap, summarise, table
 from tools.recipes import ABLATIONS, cpu_recipe, template
 from utils.submission import write_submission
 
@@ -38,9 +38,30 @@ def test_drift_compares_late_with_early_frames(tmp_path):
     drop = drift(write_submission(tmp_path / "s.csv", pred), gt)
     assert sorted(drop) == [0, 1, 2, 3, 4]
     assert all(v < -20 for v in drop.values())
-    result = {"what": "x", "score": 30.0, "drift": drop}
-    text = table({"default": result, "seed 1": {**result, "score": 30.4}}, "header")
-    assert "| default | x |" in text and "0.40 dB" in text
+
+
+def test_the_table_gives_each_rows_mean_over_seeds_its_spread_and_the_baselines():
+    seed = lambda score, gap: {"score": score, "val_psnr": score + 1, "drift": {"0": -1.0},  # noqa: E731
+                               "rollout_gap": gap, "train_minutes": 10.0}
+    rows = {"default": summarise("default", {0: seed(30.0, 0.2), 1: seed(31.0, 0.9),
+                                             2: seed(32.0, 0.4)}),
+            "detach prev": summarise("detach prev", {0: seed(33.0, 0.1),
+                                                     1: {"failed": "error: non-finite loss"}}),
+            "copy first frame": {"what": "copy", "seeds": [None], "scores": [18.0],
+                                 "drift": {"0": -5.0}}}
+    assert rows["default"]["rollout_gap"] == 0.9          # the worst seed
+    text = table(rows, "header")
+    assert "| default | the default recipe | 3 | 32.00 | 31.00 | 30.00-32.00 | +0.00 | +13.00 " \
+           "| -0.90 dB | -1.00 dB | 10.0 |" in text
+    assert "| detach prev | --detach_prev (seed 1: error: non-finite loss) | 1 | 34.00 | 33.00 " \
+           "|  | +2.00 | +15.00 |" in text
+    assert "Spread of the default over 3 seeds: 2.00 dB" in text
+
+
+def test_rollout_gap_is_the_worst_window_lost_against_one_step():
+    report = {"sequences": {"test 0": [(1, 100, 30.0, 30.5), (101, 200, 28.0, 29.9)],
+                            "test 1": [(1, 100, 25.0, 24.0)]}}
+    assert rollout_gap(report) == pytest.approx(1.9)
 
 
 def test_every_training_row_trains_on_as_many_frames_as_the_default():
@@ -61,18 +82,18 @@ def test_a_finished_row_is_not_tested_again_until_its_checkpoint_changes(tmp_pat
     from tools import benchmark_quality as bq
     calls = []
     monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
-    (tmp_path / "default").mkdir()
-    ckpt = tmp_path / "default" / "best.ckpt"
+    (tmp_path / "default" / "seed0").mkdir(parents=True)
+    ckpt = tmp_path / "default" / "seed0" / "best.ckpt"
     ckpt.write_bytes(b"weights")
-    kept = tmp_path / "test" / "z_zero" / "result.json"
+    kept = tmp_path / "test" / "z_zero" / "seed0" / "result.json"
     kept.parent.mkdir(parents=True)
     kept.write_text(json.dumps({"score": 30.0}))
     os.utime(ckpt, (1, 1))                                   # the checkpoint is older
-    assert bq.test("z zero", tmp_path, tmp_path) == {"score": 30.0} and not calls
+    assert bq.test("z zero", 0, tmp_path, tmp_path, ckpt="best") == {"score": 30.0} and not calls
     os.utime(ckpt, None)
     os.utime(kept, (1, 1))                                   # retrained since: test again
     with pytest.raises(ValueError):                          # the fake run wrote no metrics
-        bq.test("z zero", tmp_path, tmp_path)
+        bq.test("z zero", 0, tmp_path, tmp_path, ckpt="best")
     assert calls and calls[0][0] == "Tester.py"
 
 
@@ -83,7 +104,10 @@ def test_a_row_that_diverges_is_reported_with_its_error_not_lost(tmp_path):
                    "(loss nan, MSE nan). Stopped before the update.\n")
     assert failure(log) == "error: non-finite loss at epoch 3, step 280"
     assert "see" in failure(tmp_path / "missing.log")
-    ok = {"what": "x", "score": 30.0, "drift": {0: -1.0}}
-    text = table({"default": ok, "kl mean": {"what": "y", "failed": failure(log)}}, "header")
-    assert "| kl mean | y | | error: non-finite loss at epoch 3, step 280 |" in text
-    assert "| default | x |" in text
+    ok = {"score": 30.0, "val_psnr": 31.0, "drift": {"0": -1.0}, "rollout_gap": 0.5}
+    rows = {"default": summarise("default", {0: ok}),
+            "kl mean": summarise("kl mean", {0: {"failed": failure(log)}})}
+    text = table(rows, "header")
+    assert "| kl mean | KL averaged over latent elements | 1 | | seed 0: error: non-finite " \
+           "loss at epoch 3, step 280 |" in text
+    assert "| default | the default recipe |" in text

@@ -209,11 +209,23 @@ def test_format_1_checkpoint_with_a_lambdalr_state_still_resumes(tmp_path):
 def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
     for native, expected in ((True, "bf16"), (False, "off")):
         Trainer.resolve_amp.cache_clear()
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, check, lambda: native, raising=False)
         assert Trainer.resolve_amp("auto", "cpu") == expected
         assert Trainer.resolve_amp("off", "cpu") == "off"
     Trainer.resolve_amp.cache_clear()
+
+
+def test_bf16_is_detected_from_the_cpu_flags_where_torch_has_no_check(monkeypatch, tmp_path):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(Trainer, "CPUINFO", cpuinfo)
+    for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16 amx_tile", True),
+                            ("fpu avx512f avx512_vnni", False)):
+        cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
+        assert Trainer.cpu_computes_bf16() is expected
+    cpuinfo.unlink()
+    assert Trainer.cpu_computes_bf16() is False
 
 
 def test_checkpoint_keeps_the_requested_precision(tmp_path):

@@ -51,7 +51,6 @@ def decayed_teacher_forcing(epochs):
 # Trainer flags reuse the default run's checkpoint and differ at test time only.
 ABLATIONS = {
     "default": ("the default recipe", lambda e: [], []),
-    "seed 1": ("another seed (the noise of a measurement)", lambda e: ["--seed", "1"], []),
     "tf decayed": ("teacher forcing 1.0 decaying to 0 by mid-budget", decayed_teacher_forcing, []),
     "tf per frame": ("scheduled sampling: the decayed ratio drawn per frame",
                      lambda e: [*decayed_teacher_forcing(e), "--tf_mode", "frame"], []),
