@@ -57,7 +57,8 @@ def train(name, data, out, epochs, extra, threads):
         print(f"== {name}: complete in {run_dir}, kept", flush=True)
         return
     flags = ABLATIONS[name][1](epochs)
-    run(["Trainer.py", "--DR", data, "--save_root", run_dir, "--device", "cpu",
+    # An incomplete run there starts again; --overwrite keeps it in previous-<N>/.
+    run(["Trainer.py", "--DR", data, "--save_root", run_dir, "--device", "cpu", "--overwrite",
          *cpu_recipe(epochs), *flags, *extra], log=out / f"{slug(name)}.log", threads=threads)
 
 
