@@ -12,11 +12,12 @@ def save_gif(path, frames, duration_ms=20):
     """Write (T, 3, H, W) frames in [0, 1] as a looping GIF, atomically (a failed
     write keeps the previous file)."""
     path = Path(path)
-    pixels = to_uint8(frames).permute(0, 2, 3, 1).numpy()
+    # Encoded in memory first: a failed write of the file then leaves no half-done
+    # encoder behind to flush into it later.
+    data = iio.imwrite("<bytes>", to_uint8(frames).permute(0, 2, 3, 1).numpy(), extension=".gif",
+                       duration=duration_ms, loop=0)
     make_parent(path)
-    return atomic_write(path, lambda f: iio.imwrite(f, pixels, extension=".gif",
-                                                    duration=duration_ms, loop=0),
-                        durable=False)
+    return atomic_write(path, lambda f: f.write(data), durable=False)
 
 
 def save_comparison_gif(path, sequences, duration_ms=20, gap=2):
