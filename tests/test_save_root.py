@@ -118,7 +118,7 @@ def test_test_mode_and_the_tester_work_in_a_folder_that_holds_a_run(
         (run / name).write_bytes((trained_run.folder / name).read_bytes())
     before = fingerprint(run)
     code, err = run_trainer(capsys, "--DR", small_dataset, "--save_root", run,
-                            "--ckpt_path", run / "best.ckpt", "--test")
+                            "--ckpt_path", trained_run.folder / "best.ckpt", "--test")
     assert code == 0, err
     with signal_handlers_kept():
         Tester.main(Trainer.parse_args(["--DR", str(small_dataset), "--save_root", str(run),
