@@ -307,8 +307,8 @@ def test_any_random_bytes_give_a_clear_error_not_a_traceback(tmp_path):
 
 # --------------------------------------------------------------------------- a full disk, an unwritable file
 def fill_disk_for(monkeypatch, name):
-    """From now on, writing a file called ``name`` fails with ENOSPC after its first
-    bytes, as on a full disk; other files write normally."""
+    """From now on, writing a file called ``name`` fails with ENOSPC halfway through
+    its first write, as on a full disk; other files write normally."""
     doomed, mkstemp, fdopen = set(), tempfile.mkstemp, os.fdopen
 
     def tracking_mkstemp(*args, prefix=None, **kwargs):
