@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dataloader import Dataset_Dance, list_images
 from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
-from utils import runlog
+from utils import runlog, saveroot
 from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS, FrameBatchNorm2d
 from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, dims_of,
                               is_template_checkpoint, load_checkpoint, plain_args)
@@ -41,7 +41,7 @@ MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "ou
                "predict")
 # Flags that say where and how to run, never taken from a checkpoint.
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
-             "store_visualization", "explicit_flags")
+             "store_visualization", "overwrite", "explicit_flags")
 LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
 # Adam's first steps move every weight by about lr whatever its gradient; a linear
 # warm-up keeps them small (README, "Quality").
@@ -156,6 +156,10 @@ def get_args_parser():
     out.add_argument("--per_save", type=int, default=3, help="write epoch=N.ckpt every N epochs")
     out.add_argument("--ckpt_path", default=None, help="checkpoint to resume from (or test)")
     out.add_argument("--test", action="store_true", help="only validate --ckpt_path once")
+    out.add_argument("--overwrite", action="store_true",
+                     help="start a new run in a --save_root that holds one: its files move "
+                     "into <save_root>/previous-<N>/ (nothing is deleted); without it such a "
+                     "--save_root is refused unless --ckpt_path resumes from it")
     out.add_argument("--store_visualization", action="store_true",
                      help="save a GIF of each validation (prediction | truth | label)")
     return p
@@ -882,6 +886,28 @@ def prepare_save_root(path):
     return path
 
 
+def claim_save_root(args, dist, held):
+    """Rank 0 makes --save_root ready and, to train, holds its lock until ``held``
+    closes; under torchrun the other ranks learn whether it could and stop if not."""
+    failure = None
+    if dist.is_main:
+        try:
+            save_root = prepare_save_root(args.save_root)
+            if not args.test:   # --test only reads: it may run beside a training run
+                held.enter_context(saveroot.exclusive(save_root))
+                aside = saveroot.make_room(save_root, args.ckpt_path, args.overwrite, args.DR)
+                if aside is not None:
+                    print(f"--overwrite: the earlier run in '{save_root}' was moved into "
+                          f"'{aside}'.", file=sys.stderr)
+        except UserError as error:
+            failure = error
+    if dist.mean([float(failure is not None)])[0] > 0:
+        if failure is not None:
+            raise failure
+        raise SystemExit(2)   # rank 0 prints why
+    return Path(args.save_root)
+
+
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -955,8 +981,9 @@ def main(args):
     if ckpt is not None:
         take_checkpoint_settings(args, ckpt, args.ckpt_path, resume=not args.test)
     dist = setup_distributed(args.device, args.gpu)
-    try:
-        save_root = prepare_save_root(args.save_root) if dist.is_main else Path(args.save_root)
+    with contextlib.ExitStack() as held:
+        held.callback(dist.close)
+        save_root = claim_save_root(args, dist, held)
         frame_size = (args.frame_H, args.frame_W)
         cache = args.data_cache == "memory"
         val_set = Dataset_Dance(args.DR, None, "val", args.val_vi_len, 1.0,
@@ -984,8 +1011,6 @@ def main(args):
         model.training_stage(train_set, val_set, engine=dist.wrap(model))
         if dist.is_main:
             print(f"done: best val PSNR {model.best_val_psnr:.2f} dB; checkpoints in '{save_root}'")
-    finally:
-        dist.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from conftest import assert_close_grads
 from Trainer import VAE_Model, build_model, parse_args
 from tools.synthetic_dance import generate_dataset
 from utils import runlog
+from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.runtime import Distributed, setup_distributed
 
@@ -187,3 +188,67 @@ def test_clips_per_epoch_draws_a_new_subset_each_epoch_the_same_on_every_rank():
     again = VAE_Model(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"),
                       Distributed(0, 2, torch.device("cpu")))
     assert [int(x) for (x,) in again.train_dataloader(dataset, 1)] == drawn[1, 0]   # resumable
+
+
+# Trainer.py, but rank 0 kills itself with SIGKILL inside the 2nd optimizer step of epoch 1.
+KILLED_IN_EPOCH_1 = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import Trainer
+
+one_step, epochs_of_steps = Trainer.VAE_Model.training_one_step, []
+
+def step_then_die(model, *args, **kwargs):
+    epochs_of_steps.append(model.current_epoch)
+    if model.is_main and epochs_of_steps.count(1) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return one_step(model, *args, **kwargs)
+
+Trainer.VAE_Model.training_one_step = step_then_die
+Trainer.main(Trainer.parse_args())
+"""
+
+
+def torchrun(script, *flags, check=True):
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), *map(str, flags)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_torchrun_worker_killed_mid_epoch_resumes_as_if_never_stopped(tmp_path):
+    """kill -9 of rank 0 in epoch 1 of 2 under torchrun: last.ckpt (epoch 0) loads, a
+    new run into the folder is refused on every rank, and the resume from last.ckpt
+    ends with the uninterrupted run's metrics and weights."""
+    data = generate_dataset(tmp_path / "data", train_frames=80, val_frames=12, test_sequences=1,
+                            test_frames=10, size=(64, 32), workers=1, log=lambda *_: None)
+    common = ["--DR", data, "--device", "cpu", "--num_workers", "0", "--train_vi_len", "4",
+              "--val_vi_len", "8", "--batch_size", "2", "--tfr", "0.5", "--tfr_sde", "0", *TINY]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    torchrun("Trainer.py", *common, "--save_root", straight, "--num_epoch", "2")
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_IN_EPOCH_1.format(root=str(ROOT)))
+    killed = torchrun(script, *common, "--save_root", broken, "--num_epoch", "2", check=False)
+    assert killed.returncode != 0
+    assert load_checkpoint(broken / "last.ckpt")["last_epoch"] == 0
+    assert [row["epoch"] for row in runlog.read_metrics(broken)] == [0]
+
+    refused = torchrun("Trainer.py", *common, "--save_root", broken, "--num_epoch", "2",
+                       check=False)
+    assert refused.returncode != 0
+    assert refused.stderr.count("already holds a training run") == 1, refused.stderr[-3000:]
+    assert load_checkpoint(broken / "last.ckpt")["last_epoch"] == 0
+
+    torchrun("Trainer.py", "--DR", data, "--save_root", broken, "--ckpt_path",
+             broken / "last.ckpt")
+    rows = [runlog.read_metrics(run) for run in (straight, broken)]
+    for run_rows in rows:
+        for row in run_rows:
+            row.pop("epoch_seconds")
+    assert rows[0] == rows[1] and [row["epoch"] for row in rows[1]] == [0, 1]
+    a, b = (load_checkpoint(run / "last.ckpt")["state_dict"] for run in (straight, broken))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

@@ -1,5 +1,6 @@
 """Interrupted runs lose at most one epoch; bad input gets a clear error; checkpoints run no code."""
 import csv
+import errno
 import os
 import pickle
 import random
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -301,3 +303,101 @@ def test_any_random_bytes_give_a_clear_error_not_a_traceback(tmp_path):
         junk.write_bytes(random.Random(seed).randbytes(1000))
         with pytest.raises(UserError, match="junk.ckpt"):
             load_checkpoint(junk)
+
+
+# --------------------------------------------------------------------------- a full disk, an unwritable file
+def fill_disk_for(monkeypatch, name):
+    """From now on, writing a file called ``name`` fails with ENOSPC halfway through
+    its first write, as on a full disk; other files write normally."""
+    doomed, mkstemp, fdopen = set(), tempfile.mkstemp, os.fdopen
+
+    def tracking_mkstemp(*args, prefix=None, **kwargs):
+        fd, tmp = mkstemp(*args, prefix=prefix, **kwargs)
+        if prefix == f".{name}.":
+            doomed.add(fd)
+        return fd, tmp
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, attr):
+            return getattr(self.f, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def failing_fdopen(fd, *args, **kwargs):
+        f = fdopen(fd, *args, **kwargs)
+        if fd in doomed:
+            doomed.remove(fd)   # the number is free again once the file is closed
+            return FullDisk(f)
+        return f
+
+    monkeypatch.setattr(tempfile, "mkstemp", tracking_mkstemp)
+    monkeypatch.setattr(os, "fdopen", failing_fdopen)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(small_dataset, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("one_epoch") / "run"
+    return train_in_process(small_dataset, folder, "--num_epoch", "1", "--store_visualization")
+
+
+def file_bytes(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("file, fault", [
+    ("args.json", "full"), ("val_psnr_epoch1.csv", "full"), ("metrics.csv", "full"),
+    ("plots/loss.png", "full"), ("visualization/val_epoch1.gif", "full"),
+    ("plots/loss.png", "a folder")])
+def test_a_failed_write_names_the_file_and_keeps_every_earlier_one(
+        one_epoch_run, small_dataset, tmp_path, monkeypatch, expect_error, file, fault):
+    """A resumed run cannot write ``file`` (in epoch 1, or args.json at the start):
+    it stops with a message naming the file, which is as it was, and no earlier
+    file is cut short."""
+    run = shutil.copytree(one_epoch_run, tmp_path / "run")
+    target = run / file
+    if fault == "full":
+        fill_disk_for(monkeypatch, target.name)
+        cause = "No space left on device"
+    else:
+        target.unlink()
+        target.mkdir()
+        cause = "Is a directory"
+    before = file_bytes(run)
+    expect_error(Trainer, "--DR", small_dataset, "--save_root", run, "--ckpt_path",
+                 run / "last.ckpt", "--num_epoch", "2", "--store_visualization",
+                 contains=[f"'{target}'", cause])
+    monkeypatch.undo()
+    after = file_bytes(run)
+    assert not [p for p in after if p.name.endswith(".tmp")]
+    assert after.get(target.relative_to(run)) == before.get(target.relative_to(run))
+    # Epoch 1 rewrites metrics.csv and the checkpoints whole or not at all; the rest of
+    # epoch 0's files it leaves alone.
+    assert all(after[p] == before[p] for p in before
+               if p.name in ("val_psnr_epoch0.csv", "epoch=0.ckpt", "val_epoch0.gif"))
+    assert epochs_in(run) in ([0], [0, 1])
+    assert load_checkpoint(run / "last.ckpt")["last_epoch"] in (0, 1)
+    load_checkpoint(run / "best.ckpt")
+
+
+def test_a_full_disk_while_writing_the_submission_keeps_the_old_one(
+        small_dataset, small_ckpt, tmp_path, monkeypatch, expect_error):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "submission.csv").write_text("the earlier submission")
+    fill_disk_for(monkeypatch, "submission.csv")
+    expect_error(Tester, "--DR", small_dataset, "--save_root", out, "--ckpt_path", small_ckpt,
+                 "--no_sanity", contains=[f"'{out / 'submission.csv'}'", "No space left on device",
+                                          "previous file is intact"])
+    assert [p.name for p in out.iterdir()] == ["submission.csv"]
+    assert (out / "submission.csv").read_text() == "the earlier submission"

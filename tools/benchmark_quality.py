@@ -71,7 +71,8 @@ def train(name, seed, data, out, epochs, extra, threads):
         print(f"== {name}, seed {seed}: complete in {folder}, kept", flush=True)
         return
     flags = ABLATIONS[name][1](epochs)
-    run(["Trainer.py", "--DR", data, "--save_root", folder, "--device", "cpu",
+    # An incomplete run there starts again; --overwrite keeps it in previous-<N>/.
+    run(["Trainer.py", "--DR", data, "--save_root", folder, "--device", "cpu", "--overwrite",
          *cpu_recipe(epochs), *flags, *extra, "--seed", seed],
         log=out / f"{slug(name)}.seed{seed}.log", threads=threads)
 

@@ -49,8 +49,9 @@ def main(argv=None):
     step("1/4 synthetic dataset", ["tools/synthetic_dance.py", "--out", data,
                                    *(SMOKE_DATA if args.smoke else []),
                                    "--preview", out / "dataset_preview.png"])
+    # A second quickstart keeps the first one's training in train/previous-<N>/.
     step("2/4 training", ["Trainer.py", "--DR", data, "--save_root", out / "train",
-                          "--device", args.device, *recipe, *trainer_flags])
+                          "--device", args.device, "--overwrite", *recipe, *trainer_flags])
     step("3/4 testing", ["Tester.py", "--DR", data, "--save_root", out / "test",
                          "--ckpt_path", out / "train" / "best.ckpt", "--device", args.device])
     step("4/4 scoring", ["tools/score_submission.py", out / "test" / "submission.csv",

@@ -38,12 +38,13 @@ def train(name, out, data, budget, flags, extra):
     if len(read_metrics(run_dir)) >= budget:
         print(f"== {name}: already complete in {run_dir}, kept")
         return run_dir
+    # An incomplete run there starts again; --overwrite keeps it in previous-<N>/.
     # Cycles of about 4 epochs (the template's 10 cycles of 7 over 70 epochs
     # at full budget); a --kl_anneal_cycle among the trainer flags wins.
     cycles = min(10, max(1, budget // 4))
     command = [sys.executable, str(ROOT / "Trainer.py"), "--DR", str(data),
                "--save_root", str(run_dir), "--num_epoch", str(budget),
-               "--kl_anneal_cycle", str(cycles), *extra, *flags]
+               "--kl_anneal_cycle", str(cycles), "--overwrite", *extra, *flags]
     print(f"== {name}: {' '.join(command[1:])}", flush=True)
     subprocess.run(command, check=True)
     return run_dir

@@ -34,7 +34,10 @@ def atomic_write(path, write_fn, text=False, durable=True):
     names the file; on any error the temporary file is removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise write_error(path, error) from None
     try:
         with os.fdopen(fd, "w", newline="") if text else os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -45,10 +48,25 @@ def atomic_write(path, write_fn, text=False, durable=True):
         os.replace(tmp, path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
-        kept = "the previous file is intact" if path.exists() else "nothing was written"
-        raise UserError(f"could not write '{path}' ({error.strerror or error}); {kept}. "
-                        "Free disk space (or fix permissions) and try again.") from None
+        raise write_error(path, error) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_error(path, error):
+    """The UserError for an OSError while writing ``path``: the file, the cause, what is kept."""
+    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    return UserError(f"could not write '{path}' ({error.strerror or error}); {kept}. "
+                     "Free disk space (or fix permissions) and try again.")
+
+
+def make_parent(path):
+    """Create the folder ``path`` goes into, or raise the UserError of a failed write."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
     return path

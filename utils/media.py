@@ -4,15 +4,20 @@ from pathlib import Path
 import imageio.v3 as iio
 import torch
 
+from utils.fileio import atomic_write, make_parent
 from utils.images import to_uint8
 
 
 def save_gif(path, frames, duration_ms=20):
-    """Write (T, 3, H, W) frames in [0, 1] as a looping GIF."""
+    """Write (T, 3, H, W) frames in [0, 1] as a looping GIF, atomically (a failed
+    write keeps the previous file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, to_uint8(frames).permute(0, 2, 3, 1).numpy(), duration=duration_ms, loop=0)
-    return path
+    # Encoded in memory first: a failed write of the file then leaves no half-done
+    # encoder behind to flush into it later.
+    data = iio.imwrite("<bytes>", to_uint8(frames).permute(0, 2, 3, 1).numpy(), extension=".gif",
+                       duration=duration_ms, loop=0)
+    make_parent(path)
+    return atomic_write(path, lambda f: f.write(data), durable=False)
 
 
 def save_comparison_gif(path, sequences, duration_ms=20, gap=2):

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from utils.fileio import atomic_write, make_parent  # noqa: E402
 from utils.runlog import read_frame_psnr, read_metrics  # noqa: E402
 
 plt.rcParams.update({"font.size": 11, "axes.grid": True, "grid.alpha": 0.3,
@@ -52,10 +53,14 @@ def _legend(ax, fontsize=None):
 
 
 def _save(fig, path):
+    """Write the figure atomically (a failed write keeps the previous one), then free it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        make_parent(path)
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], bbox_inches="tight"),
+                     durable=False)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -1,62 +1,70 @@
-"""What a run leaves on disk: args.json, metrics.csv and per-frame PSNR CSVs."""
+"""What a run leaves on disk: args.json, metrics.csv and per-frame PSNR CSVs.
+
+Every file is replaced whole through atomic_write: a full disk or a crash
+mid-write leaves the previous version, never a truncated one.
+"""
 import csv
 import json
 from pathlib import Path
+
+from utils.fileio import atomic_write
 
 METRIC_COLUMNS = ["epoch", "lr", "tfr", "tf_on_frac", "beta", "train_loss", "train_mse",
                   "train_kl", "val_loss", "val_psnr", "best_val_psnr", "epoch_seconds"]
 
 
 def write_args(save_root, args_dict):
-    path = Path(save_root) / "args.json"
-    path.write_text(json.dumps(args_dict, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(args_dict, indent=2, sort_keys=True) + "\n"
+    atomic_write(Path(save_root) / "args.json", lambda f: f.write(text), text=True)
+
+
+def write_csv(path, rows, fieldnames):
+    """Rows of dicts under a header, replacing ``path`` atomically."""
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    return atomic_write(path, write, text=True)
+
+
+def read_rows(path):
+    """A CSV's rows as dicts of the strings written, or [] when there is no file."""
+    if not Path(path).exists():
+        return []
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def append_metrics(save_root, row):
-    """Append one epoch's row to metrics.csv, writing the header for a new file."""
+    """Add one epoch's row to metrics.csv: the file is rewritten whole with it."""
     path = Path(save_root) / "metrics.csv"
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    write_csv(path, [*read_rows(path), row], METRIC_COLUMNS)
 
 
 def truncate_metrics(save_root, keep_through_epoch):
     """Drop rows after ``keep_through_epoch`` (a resume redoes those epochs)."""
-    rows = read_metrics(save_root)
-    kept = [r for r in rows if r["epoch"] <= keep_through_epoch]
-    if len(kept) == len(rows):
-        return
     path = Path(save_root) / "metrics.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept)
+    rows = read_rows(path)
+    kept = [r for r in rows if int(float(r["epoch"])) <= keep_through_epoch]
+    if len(kept) < len(rows):
+        write_csv(path, kept, METRIC_COLUMNS)
 
 
 def read_metrics(run_dir):
     """metrics.csv -> list of dicts with numbers (epoch as int)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        return []
     rows = []
-    with path.open(newline="") as f:
-        for raw in csv.DictReader(f):
-            row = {k: float(v) if v not in ("", None) else float("nan") for k, v in raw.items()}
-            row["epoch"] = int(row["epoch"])
-            rows.append(row)
+    for raw in read_rows(Path(run_dir) / "metrics.csv"):
+        row = {k: float(v) if v not in ("", None) else float("nan") for k, v in raw.items()}
+        row["epoch"] = int(row["epoch"])
+        rows.append(row)
     return rows
 
 
 def write_frame_psnr(save_root, epoch, psnr_values):
-    path = Path(save_root) / f"val_psnr_epoch{epoch}.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["frame", "psnr"])
-        for frame, value in enumerate(psnr_values, start=1):
-            writer.writerow([frame, f"{value:.4f}"])
+    rows = [{"frame": frame, "psnr": f"{value:.4f}"}
+            for frame, value in enumerate(psnr_values, start=1)]
+    write_csv(Path(save_root) / f"val_psnr_epoch{epoch}.csv", rows, ["frame", "psnr"])
 
 
 def read_frame_psnr(run_dir, epoch):
@@ -64,6 +72,5 @@ def read_frame_psnr(run_dir, epoch):
     path = Path(run_dir) / f"val_psnr_epoch{epoch}.csv"
     if not path.exists():
         return None
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(path)
     return [int(r["frame"]) for r in rows], [float(r["psnr"]) for r in rows]
