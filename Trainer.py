@@ -37,8 +37,7 @@ from utils.runtime import seed_for, setup_distributed
 KL_TYPES = {"cyclical": "Cyclical", "monotonic": "Monotonic", "none": "None",
             "w/o": "None", "without": "None"}
 # Flags that define the network: a checkpoint's values win unless contradicted.
-MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation",
-               "predict")
+MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation")
 # Flags that say where and how to run, never taken from a checkpoint.
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "overwrite", "explicit_flags")
@@ -91,10 +90,6 @@ def get_args_parser():
     model.add_argument("--D_out_dim", type=int, default=192, help="decoder fusion output channels")
     model.add_argument("--output_activation", choices=["sigmoid", "clamp", "none"],
                        default="sigmoid", help="maps the generator's output into [0, 1]")
-    model.add_argument("--predict", choices=["frame", "change"], default="frame",
-                       help="what the generator outputs: the frame (the template's), or its "
-                       "change from the previous frame, x_t = squash(G + squash^-1(x_{t-1})), "
-                       "so that what stays still (the studio) is carried over, not redrawn")
     model.add_argument("--bn_rollout", choices=ROLLOUT_STATS, default="frame",
                        help="statistics of the label encoder's BatchNorm in validation and "
                        "test rollouts: each frame its own (the template's numbers) or the "
@@ -339,14 +334,6 @@ def squash(x, activation):
     return x
 
 
-FRAME_EPS = 1e-3   # logit(1e-3) = -6.9: a saturated pixel stays reachable in a few steps
-
-
-def unsquash(frame, activation):
-    """A frame in [0, 1] -> the generator output that squash() maps to it."""
-    return torch.logit(frame.float(), eps=FRAME_EPS) if activation == "sigmoid" else frame.float()
-
-
 @contextlib.contextmanager
 def evaluating(module):
     """Eval mode for the duration of a with-block, then the previous mode again."""
@@ -399,18 +386,14 @@ class VAE_Model(nn.Module):
     def squash(self, x):
         return squash(x, self.args.output_activation)
 
-    def decode(self, prev_feature, label_feature, z, prev_frame):
-        """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t))), or with --predict
-        change squash(G(...) + squash^-1(x_{t-1})); prev_frame is x_{t-1}."""
+    def decode(self, prev_feature, label_feature, z):
+        """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t)))."""
         # z is sampled in fp32 and often (N)CHW: give it the features' dtype and
         # layout so that the fusion's concatenation needs no format conversion.
         layout = (torch.channels_last if label_feature.is_contiguous(
             memory_format=torch.channels_last) else torch.contiguous_format)
         z = z.to(dtype=label_feature.dtype, memory_format=layout)
-        out = self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z))
-        if self.args.predict == "change":
-            out = out.float() + unsquash(prev_frame, self.args.output_activation)
-        return self.squash(out)
+        return self.squash(self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z)))
 
     def posterior(self, frame_feature, label_feature, noise=None):
         """q(z_t | x_t, p_t): returns z, mu, logvar with logvar clamped for safety."""
@@ -461,17 +444,16 @@ class VAE_Model(nn.Module):
         z = z.unflatten(0, (steps, B))                                    # (T-1, B, N, H, W)
 
         if all(forcing):
-            pred = self.encode_clip(self.decode, frame_feat[:-1], label_feat, z, img_tb[:-1],
-                                    chunk=chunk)
+            pred = self.encode_clip(self.decode, frame_feat[:-1], label_feat, z, chunk=chunk)
         else:
             frames, prev = [], None
             for t in range(steps):
                 if forcing[t] or prev is None:
-                    prev, prev_feat = img_tb[t], frame_feat[t]
+                    prev_feat = frame_feat[t]
                 else:
-                    prev = prev.detach() if self.args.detach_prev else prev
-                    prev_feat = self.frame_transformation(prev)
-                prev = self.decode(prev_feat, label_feat[t], z[t], prev)
+                    prev_feat = self.frame_transformation(
+                        prev.detach() if self.args.detach_prev else prev)
+                prev = self.decode(prev_feat, label_feat[t], z[t])
                 frames.append(prev)
             pred = torch.stack(frames)                                    # (T-1, B, 3, H, W)
 
@@ -515,8 +497,7 @@ class VAE_Model(nn.Module):
                     z = torch.zeros(z_shape, device=out.device)
                 else:
                     z = z_scale * torch.randn(z_shape, device=out.device, generator=generator)
-                prev = self.decode(self.frame_transformation(prev), label_feat[(t - 1) % chunk], z,
-                                   prev)
+                prev = self.decode(self.frame_transformation(prev), label_feat[(t - 1) % chunk], z)
                 out[:, t] = prev.float()
         return out
 
@@ -541,8 +522,7 @@ class VAE_Model(nn.Module):
                                 device=frames.device)                    # (n, B, N, H, W)
                 pred = self.encode_clip(self.decode,
                                         self.encode_clip(self.frame_transformation, prev),
-                                        self.encode_clip(self.label_transformation, label), z,
-                                        prev)
+                                        self.encode_clip(self.label_transformation, label), z)
                 out[:, t:t + len(label)] = pred.transpose(0, 1).float()
         return out
 
