@@ -11,15 +11,16 @@ from tools.rollout_diagnosis import by_position, load_sequences, pose_centre
 from utils.errors import UserError
 
 
-def tiny_model():
+def tiny_model(*flags):
     torch.manual_seed(0)
     args = parse_args(["--DR", "unused", "--save_root", "unused", "--device", "cpu", "--amp",
-                       "off", *TINY])
+                       "off", *TINY, *flags])
     return VAE_Model(args)
 
 
-def test_one_step_predicts_each_frame_from_the_true_previous_frame():
-    model = tiny_model()
+@pytest.mark.parametrize("pad", ["0", "3"])
+def test_one_step_predicts_each_frame_from_the_true_previous_frame(pad):
+    model = tiny_model("--pad_frames", pad)
     frames, labels = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
     stepped = model.one_step(frames, labels, chunk=2)   # chunks that split the clip
     assert torch.equal(stepped[:, 0], frames[:, 0])
