@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from dataloader import Dataset_Dance, list_images
 from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
-from modules.layers import ConvFFN, DepthConv, ResidualBlock
 from utils import runlog, saveroot
 from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS, FrameBatchNorm2d
 from utils.checkpoint import (FORMAT_VERSION, atomic_save, check_dims, dims_of,
@@ -38,8 +37,7 @@ from utils.runtime import seed_for, setup_distributed
 KL_TYPES = {"cyclical": "Cyclical", "monotonic": "Monotonic", "none": "None",
             "w/o": "None", "without": "None"}
 # Flags that define the network: a checkpoint's values win unless contradicted.
-MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation",
-               "pad_frames")
+MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation")
 # Flags that say where and how to run, never taken from a checkpoint.
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "overwrite", "explicit_flags")
@@ -92,13 +90,6 @@ def get_args_parser():
     model.add_argument("--D_out_dim", type=int, default=192, help="decoder fusion output channels")
     model.add_argument("--output_activation", choices=["sigmoid", "clamp", "none"],
                        default="sigmoid", help="maps the generator's output into [0, 1]")
-    model.add_argument("--pad_frames", type=int, default=0,
-                       help="the networks see frames and poses mirrored out by this many pixels "
-                       "on every side and predict the frame inside, so that the picture's "
-                       "edge looks like the picture to them, not like the convolutions' zeros")
-    model.add_argument("--zero_init_residual", action="store_true",
-                       help="start every residual branch at zero, so that each network "
-                       "starts as its chain of skip connections")
     model.add_argument("--bn_rollout", choices=ROLLOUT_STATS, default="frame",
                        help="statistics of the label encoder's BatchNorm in validation and "
                        "test rollouts: each frame its own (the template's numbers) or the "
@@ -209,9 +200,6 @@ def validate_args(args):
     for name in ("partial", "fast_partial"):
         if not 0.0 < getattr(args, name) <= 1.0:
             raise UserError(f"--{name} must lie in (0, 1], got {getattr(args, name)}.")
-    if not 0 <= args.pad_frames < min(args.frame_H, args.frame_W):
-        raise UserError(f"--pad_frames must lie in [0, {min(args.frame_H, args.frame_W)}) "
-                        f"(less than the frame's smaller side), got {args.pad_frames}.")
     if args.kl_anneal_ratio <= 0:
         raise UserError(f"--kl_anneal_ratio must be > 0, got {args.kl_anneal_ratio}.")
     if args.kl_anneal_type == "Cyclical" and args.kl_anneal_cycle > args.num_epoch / 2:
@@ -374,13 +362,6 @@ class VAE_Model(nn.Module):
         # start to render from the pose and the previous frame, not from z.
         nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
         nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
-        if args.zero_init_residual:
-            for module in self.modules():
-                last = {ResidualBlock: "conv2", DepthConv: "conv2", ConvFFN: "conv_out"}.get(
-                    type(module))
-                if last:
-                    nn.init.zeros_(getattr(module, last).weight)
-                    nn.init.zeros_(getattr(module, last).bias)
 
         optimizer = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
         self.optim = optimizer(self.parameters(), lr=args.lr)   # learning_rate() sets it per step
@@ -405,28 +386,14 @@ class VAE_Model(nn.Module):
     def squash(self, x):
         return squash(x, self.args.output_activation)
 
-    def pad(self, images):
-        """Images (..., C, H, W) -> (..., C, H + 2P, W + 2P), mirrored at the edges."""
-        P = self.args.pad_frames
-        if P == 0:
-            return images
-        return F.pad(images.flatten(0, -4), (P, P, P, P), mode="reflect").unflatten(
-            0, images.shape[:-3])
-
-    def crop(self, images):
-        P = self.args.pad_frames
-        return images[..., P:images.shape[-2] - P, P:images.shape[-1] - P] if P else images
-
     def decode(self, prev_feature, label_feature, z):
-        """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t))), cropped to the frame
-        where --pad_frames pads the networks' inputs."""
+        """x̂_t = squash(G(Fusion(enc(x_{t-1}), enc(p_t), z_t)))."""
         # z is sampled in fp32 and often (N)CHW: give it the features' dtype and
         # layout so that the fusion's concatenation needs no format conversion.
         layout = (torch.channels_last if label_feature.is_contiguous(
             memory_format=torch.channels_last) else torch.contiguous_format)
         z = z.to(dtype=label_feature.dtype, memory_format=layout)
-        return self.squash(self.crop(self.Generator(self.Decoder_Fusion(prev_feature,
-                                                                         label_feature, z))))
+        return self.squash(self.Generator(self.Decoder_Fusion(prev_feature, label_feature, z)))
 
     def posterior(self, frame_feature, label_feature, noise=None):
         """q(z_t | x_t, p_t): returns z, mu, logvar with logvar clamped for safety."""
@@ -465,12 +432,12 @@ class VAE_Model(nn.Module):
             else list(teacher_forcing)
         chunk = FRAME_CHUNK.get(img.device.type)
         img_tb = img.transpose(0, 1)                                      # (T, B, 3, H, W)
-        frame_feat = self.encode_clip(self.frame_transformation, self.pad(img_tb),
+        frame_feat = self.encode_clip(self.frame_transformation, img_tb,
                                       chunk=chunk)                        # (T, B, F, H, W)
         # One call over the clip: with --bn_train batch, the BatchNorm's statistics span
         # all its frames.
         label_feat = self.encode_clip(self.label_transformation,
-                                      self.pad(label.transpose(0, 1)[1:]))  # (T-1, B, L, H, W)
+                                      label.transpose(0, 1)[1:])          # (T-1, B, L, H, W)
         eps = None if noise is None else noise.transpose(0, 1).flatten(0, 1)
         z, mu, logvar = self.posterior(frame_feat[1:].flatten(0, 1), label_feat.flatten(0, 1),
                                        eps)                               # ((T-1)*B, N, H, W)
@@ -485,7 +452,7 @@ class VAE_Model(nn.Module):
                     prev_feat = frame_feat[t]
                 else:
                     prev_feat = self.frame_transformation(
-                        self.pad(prev.detach() if self.args.detach_prev else prev))
+                        prev.detach() if self.args.detach_prev else prev)
                 prev = self.decode(prev_feat, label_feat[t], z[t])
                 frames.append(prev)
             pred = torch.stack(frames)                                    # (T-1, B, 3, H, W)
@@ -515,7 +482,7 @@ class VAE_Model(nn.Module):
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
         out[:, 0] = first_frame
         prev = first_frame
-        z_shape = (B, self.args.N_dim, *self.pad(first_frame).shape[-2:])
+        z_shape = (B, self.args.N_dim, *first_frame.shape[-2:])
         steps = progress_bar(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
         with evaluating(self), self.autocast():
             for t in steps:
@@ -523,15 +490,14 @@ class VAE_Model(nn.Module):
                     # Time-major, so each step's features are one contiguous block.
                     label_feat = self.encode_clip(
                         self.label_transformation,
-                        self.pad(labels[:, t:t + chunk].transpose(0, 1)))  # (chunk, B, L, H, W)
+                        labels[:, t:t + chunk].transpose(0, 1))           # (chunk, B, L, H, W)
                 if noise is not None:
                     z = noise[:, t - 1]
                 elif z_scale == 0:
                     z = torch.zeros(z_shape, device=out.device)
                 else:
                     z = z_scale * torch.randn(z_shape, device=out.device, generator=generator)
-                prev = self.decode(self.frame_transformation(self.pad(prev)),
-                                   label_feat[(t - 1) % chunk], z)
+                prev = self.decode(self.frame_transformation(prev), label_feat[(t - 1) % chunk], z)
                 out[:, t] = prev.float()
         return out
 
@@ -552,7 +518,6 @@ class VAE_Model(nn.Module):
             for t in range(1, T, chunk):
                 label = labels[:, t:t + chunk].transpose(0, 1)           # (n, B, 3, H, W)
                 prev = frames[:, t - 1:t - 1 + len(label)].transpose(0, 1)
-                label, prev = self.pad(label), self.pad(prev)
                 z = torch.zeros(*label.shape[:2], self.args.N_dim, *label.shape[-2:],
                                 device=frames.device)                    # (n, B, N, H, W)
                 pred = self.encode_clip(self.decode,

@@ -397,23 +397,3 @@ def test_resume_with_nothing_left_to_train_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert "already at the last epoch" in err and "--num_epoch 12" in err
-
-
-def test_padded_networks_see_mirrored_edges_and_predict_the_frame_inside():
-    P = 3
-    model = Trainer.build_model(args_for(*TINY, "--pad_frames", str(P), "--amp", "off",
-                                         "--no-channels_last"))
-    seen = []
-    model.frame_transformation.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
-    first, labels = torch.rand(2, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
-    frames = model.rollout(first, labels, z_scale=0)
-    assert frames.shape == (2, 4, 3, 32, 64)
-    padded = seen[0]                                          # the given frame, as the net sees it
-    assert padded.shape == (2, 3, 32 + 2 * P, 64 + 2 * P)
-    assert torch.equal(padded[..., P:-P, P:-P], first)
-    assert torch.equal(padded[..., P - 1, P:-P], first[..., 1, :])     # mirrored, not zeros
-    assert torch.equal(padded[..., P:-P, -P], first[..., :, -2])
-    loss, mse, _ = model(torch.rand(2, 4, 3, 32, 64), labels, False, 1.0)
-    assert torch.isfinite(loss) and mse > 0
-    with pytest.raises(UserError, match="--pad_frames"):
-        Trainer.validate_args(args_for(*TINY, "--pad_frames", "32"))

@@ -244,15 +244,15 @@ def main(argv=None):
             return {"failed": failure(out / f"{slug(name)}.seed{seed}.log")}
         return test(name, seed, data, out, args.ckpt, threads) if name in args.rows else None
 
-    # The default first, on every core: the test-only rows use its checkpoints.
-    done = {("default", s): train_and_test("default", s, cores)
-            for s in seeds if "default" in trained}
-    if any("failed" in (r or {}) for r in done.values()):
-        raise SystemExit(f"the default recipe failed to train: {done}")
-    others = [(n, s) for n in trained if n != "default" for s in seeds]
+    jobs = [(n, s) for n in trained for s in seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done.update(zip(others, pool.map(
-            lambda job: train_and_test(*job, max(1, cores // args.jobs)), others)))
+        done = dict(zip(jobs, pool.map(
+            lambda job: train_and_test(*job, max(1, cores // args.jobs)), jobs)))
+    default_failed = [r["failed"] for (n, _), r in done.items() if n == "default" and r
+                      and "failed" in r]
+    if default_failed and any(ABLATIONS[n][1] is None for n in args.rows):
+        raise SystemExit("the default recipe failed to train, and the test-only rows need it: "
+                         + "; ".join(default_failed))
     rows = {name: summarise(name, {s: done.get((name, s)) or test(name, s, data, out, args.ckpt)
                                    for s in seeds}) for name in args.rows}
     rows["copy first frame"] = copy_first_frame(data, out)
