@@ -127,6 +127,9 @@ def get_args_parser():
     optim.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                        help="keep convolution weights and activations channels-last (NHWC)")
     optim.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    optim.add_argument("--compile_mode", choices=["default", "reduce-overhead", "max-autotune"],
+                       default="default", help="torch.compile mode with --compile "
+                       "(reduce-overhead: CUDA graphs on a GPU)")
 
     tf = p.add_argument_group("teacher forcing")
     tf.add_argument("--tfr", type=float, default=0.0,
@@ -928,7 +931,7 @@ def apply_runtime_options(model, args):
     if args.compile:
         for name in ("frame_transformation", "label_transformation", "Gaussian_Predictor",
                      "Decoder_Fusion", "Generator"):
-            getattr(model, name).compile()
+            getattr(model, name).compile(mode=args.compile_mode)
     return model
 
 

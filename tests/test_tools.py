@@ -1,7 +1,10 @@
 """The one-command pipeline and the report tools work as a user runs them."""
 import csv
+import os
+import subprocess
+import sys
 
-from conftest import TINY, run_cli
+from conftest import ROOT, TINY, run_cli
 from tools import run_experiments
 from tools.compare_runs import compare, distinguishing_labels
 from utils.plots import load_run
@@ -62,3 +65,15 @@ def test_quickstart_smoke(tiny_dataset, tmp_path):
     assert "test score" in proc.stdout and "submission" in proc.stdout
     assert (tmp_path / "q" / "test" / "submission.csv").is_file()
     assert (tmp_path / "q" / "train" / "plots" / "loss.png").is_file()
+
+
+def test_gpu_check_stops_with_a_clear_message_where_there_is_no_cuda(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="", OUT=str(tmp_path))
+    done = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 2
+    assert "torch sees no CUDA device" in done.stderr and not list(tmp_path.iterdir())
+    env["PYTHON"] = str(tmp_path / "no-such-python")
+    done = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 2 and "cannot import torch" in done.stderr

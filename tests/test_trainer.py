@@ -253,6 +253,13 @@ def test_compile_reaches_all_five_networks():
     compiled = Trainer.apply_runtime_options(Trainer.VAE_Model(args_for(*TINY)),
                                              args_for(*TINY, "--compile"))
     assert all(getattr(compiled, n)._compiled_call_impl is not None for n in NETWORKS)
+    modes = []
+    model = Trainer.VAE_Model(args_for(*TINY))
+    for name in NETWORKS:
+        getattr(model, name).compile = lambda mode: modes.append(mode)
+    Trainer.apply_runtime_options(model, args_for(*TINY, "--compile", "--compile_mode",
+                                                  "reduce-overhead"))
+    assert modes == ["reduce-overhead"] * len(NETWORKS)   # CUDA graphs for the GPU check
 
     model = Trainer.VAE_Model(args_for(*TINY))
     called = set()
