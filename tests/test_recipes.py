@@ -111,3 +111,21 @@ def test_a_row_that_diverges_is_reported_with_its_error_not_lost(tmp_path):
     assert "| kl mean | KL averaged over latent elements | 1 | | seed 0: error: non-finite " \
            "loss at epoch 3, step 280 |" in text
     assert "| default | the default recipe |" in text
+
+
+def test_any_dataset_is_taken_as_it_is_and_only_the_synthetic_world_is_generated(tmp_path,
+                                                                                 monkeypatch):
+    from tools import benchmark_quality as bq
+    from tools.synthetic_dance import PARAMS_FILE
+    calls = []
+    monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
+    real = tmp_path / "real"
+    (real / "test_gt" / "0").mkdir(parents=True)
+    bq.ensure_dataset(real)                                  # real frames: never written into
+    assert calls == []
+    (real / PARAMS_FILE).write_text("{}")                    # the generator's own folder
+    bq.ensure_dataset(real)
+    assert calls == [["tools/synthetic_dance.py", "--out", real]]
+    with pytest.raises(SystemExit, match="test_gt"):
+        bq.ensure_dataset(tmp_path / "missing")              # generated (faked): no test_gt
+    assert calls[-1] == ["tools/synthetic_dance.py", "--out", tmp_path / "missing"]
