@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY, run_cli
 from Trainer import VAE_Model, parse_args
-from tools.rollout_diagnosis import by_position, load_sequences, pose_centre
+from tools.rollout_diagnosis import by_position, by_region, load_sequences, pose_centre
 from utils.errors import UserError
 
 
@@ -51,6 +51,22 @@ def test_by_position_bins_frames_by_pose_centre_and_skips_blank_ones():
     assert rows == [(0.0, 0.5, pytest.approx(31.0), 2), (0.5, 1.0, pytest.approx(22.5), 2)]
 
 
+def test_by_region_finds_where_the_error_is():
+    truth = torch.full((2, 3, 32, 64), 0.8)
+    truth[:, :, 12:28, 30:34] = 0.1                        # the dancer: dark, mid-frame
+    predicted = truth.clone()
+    predicted[:, :, :8] -= 0.3                             # the ceiling painted too dark
+    region = by_region(predicted, truth)
+    error, area = region["shares"]["top rows"]
+    assert error == pytest.approx(1.0) and area == pytest.approx(0.25)
+    assert region["shares"]["dancer"][0] == 0.0           # grown by 2 px: rows 10-29 only
+    assert region["shares"]["dancer"][1] == pytest.approx(20 * 8 / (32 * 64))
+    # rows 0-1 whole, then columns 0-1 and 62-63 of rows 2-7, of the 8 x 64 in error
+    assert region["shares"]["border"][0] == pytest.approx((2 * 64 + 6 * 4) / (8 * 64))
+    assert region["perfect_background"] == 100.0          # every error was background
+    assert region["perfect_dancer"] == pytest.approx(region["psnr"])
+
+
 def test_a_sequence_whose_true_frames_do_not_match_its_labels_is_named(small_dataset, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_dataset / "test", data / "test")
@@ -74,3 +90,5 @@ def test_cli_reports_rollout_against_one_step_and_by_position(trained_run, small
     assert sum(row[3] for row in report["by_position"]["train"]) == 29
     assert "frames    1-4" in proc.stdout and "rollout" in proc.stdout
     assert "one-step PSNR (dB) by the pose's horizontal centre" in proc.stdout
+    assert "where the rolled-out error is" in proc.stdout
+    assert sum(report["by_region"]["shares"]["border"]) > 0

@@ -9,7 +9,10 @@ both PSNRs: where they agree, the loss is in the frames themselves, not
 accumulated along the rollout. Then the one-step PSNR by where the dancer
 stands (the pose's horizontal centre, in fifths of the width), on those
 sequences and on training frames the model learned from: where both fall the
-same way, the frames there are harder to render, not unseen.
+same way, the frames there are harder to render, not unseen. Last, where the
+rolled-out error is: its share in the dancer, the top rows (the studio's
+ceiling lights) and the border, and the PSNR with a perfect background or a
+perfect dancer, which says which of the two the next gain must come from.
 
 The sequences are the test split's when <DR>/test_gt/<i>/frame<N>.png holds
 their true frames (the synthetic dataset writes them; Kaggle's data has
@@ -22,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +38,9 @@ from utils.images import list_images, read_images  # noqa: E402
 from utils.metrics import psnr_per_frame  # noqa: E402
 
 POSITION_BINS = 5
+TOP_ROWS = 8          # the top quarter of a 32-row frame: the studio's ceiling lights
+BORDER = 2            # pixels at each edge, where the convolutions see their zero padding
+DANCER_GROWTH = 2     # pixels the dancer's mask grows by, for the edges of the limbs
 
 
 def pose_centre(labels):
@@ -61,6 +68,34 @@ def by_position(psnr, centre, bins=POSITION_BINS):
         rows.append((b / bins, (b + 1) / bins, float(psnr[inside].mean()) if count else None,
                      count))
     return rows
+
+
+def dancer_mask(frames):
+    """The dancer, as tools/dataset_stats.py finds it (pixels darker than 0.6 of the
+    frame's median brightness), grown by DANCER_GROWTH: (N, 3, H, W) -> (N, H, W)."""
+    lum = frames.float().mean(dim=1)
+    dark = lum < 0.6 * lum.flatten(1).median(dim=1).values[:, None, None]
+    size = 2 * DANCER_GROWTH + 1
+    return F.max_pool2d(dark.float()[:, None], size, stride=1, padding=DANCER_GROWTH)[:, 0] > 0
+
+
+def by_region(predicted, truth):
+    """Where the squared error of predicted frames (N, 3, H, W) is: per region its
+    share of the error and of the pixels (regions overlap), and the mean PSNR with
+    a perfect background (the dancer as predicted) or a perfect dancer."""
+    error = (predicted.float() - truth.float()).pow(2).mean(dim=1)          # (N, H, W)
+    dancer = dancer_mask(truth)
+    top = torch.zeros_like(dancer)
+    top[:, :TOP_ROWS] = True
+    border = torch.ones_like(dancer)
+    border[:, BORDER:-BORDER, BORDER:-BORDER] = False
+    regions = {"dancer": dancer, "top rows": top, "border": border}
+    composite = lambda keep: torch.where(keep[:, None], predicted, truth)  # noqa: E731
+    return {"shares": {name: (float(error[mask].sum() / error.sum()), float(mask.float().mean()))
+                       for name, mask in regions.items()},
+            "psnr": float(psnr_per_frame(predicted, truth).mean()),
+            "perfect_background": float(psnr_per_frame(composite(dancer), truth).mean()),
+            "perfect_dancer": float(psnr_per_frame(composite(~dancer), truth).mean())}
 
 
 def windows(rollout, one_step, size):
@@ -110,10 +145,11 @@ def diagnose(model, sequences, train, window=100):
     one-step PSNR by pose position on the sequences and on ``train`` (frames,
     labels) or None."""
     report = {"sequences": {}, "by_position": {}}
-    psnr_all, centre_all = [], []
+    psnr_all, centre_all, rolled_all = [], [], []
     for name, frames, labels in sequences:
         rolled = model.rollout(frames[None, 0].to(model.device), labels[None].to(model.device),
                                z_scale=0)
+        rolled_all.append(rolled[0, 1:].cpu())
         psnr_roll = psnr_per_frame(rolled[0, 1:].cpu(), frames[1:])
         psnr_step, centre = one_step_psnr(model, frames, labels)
         report["sequences"][name] = windows(psnr_roll, psnr_step, window)
@@ -122,6 +158,8 @@ def diagnose(model, sequences, train, window=100):
     report["by_position"]["sequences"] = by_position(torch.cat(psnr_all), torch.cat(centre_all))
     if train is not None:
         report["by_position"]["train"] = by_position(*one_step_psnr(model, *train))
+    report["by_region"] = by_region(torch.cat(rolled_all),
+                                    torch.cat([frames[1:] for _, frames, _ in sequences]))
     return report
 
 
@@ -136,6 +174,13 @@ def format_report(report):
         cells = [f"{low:.1f}-{high:.1f}: " + ("  n/a" if mean is None else f"{mean:5.2f}")
                  + f" ({count})" for low, high, mean, count in rows]
         lines.append(f"  {split:<9} " + "   ".join(cells))
+    region = report["by_region"]
+    lines.append("where the rolled-out error is (share of the squared error | of the pixels):")
+    lines.append("  " + "   ".join(f"{name} {error:.0%} | {area:.0%}" for name, (error, area)
+                                    in region["shares"].items()))
+    lines.append(f"  PSNR {region['psnr']:.2f} dB; with a perfect background "
+                 f"{region['perfect_background']:.2f}, with a perfect dancer "
+                 f"{region['perfect_dancer']:.2f}")
     return "\n".join(lines)
 
 
