@@ -95,6 +95,19 @@ def load_test_model(args):
     return apply_runtime_options(model, args).eval()
 
 
+def require_finite(predictions, names, args):
+    """A rollout that overflowed would reach the CSV as black frames: stop instead,
+    naming where it broke, before any earlier submission is replaced."""
+    for name, frames in zip(names, predictions):
+        bad = (~torch.isfinite(frames)).flatten(1).any(dim=1).nonzero()
+        if len(bad):
+            raise UserError(
+                f"the rollout of sequence '{name}' is not finite from frame {int(bad[0])} on; "
+                "no submission was written. Try --amp off (this run: "
+                f"--amp {args.amp}), or another checkpoint of the run (an earlier "
+                "epoch=N.ckpt).")
+
+
 @exit_on_user_error
 def main(args):
     if args.num_samples < 1:
@@ -120,6 +133,7 @@ def main(args):
         for i, seq in zip(indices, frames.cpu()):
             predictions[i] = seq
     rollout_seconds = time.time() - started
+    require_finite(predictions, dataset.names, args)
 
     started = time.time()
     csv_path = write_submission(save_root / "submission.csv", predictions)

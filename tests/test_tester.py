@@ -276,3 +276,22 @@ def test_tester_runs_the_networks_as_asked(trained, tmp_path):
     assert weight(tester()).is_contiguous(memory_format=torch.channels_last)
     assert not weight(tester("--no-channels_last")).is_contiguous(
         memory_format=torch.channels_last)
+
+
+def test_a_rollout_that_is_not_finite_stops_before_the_submission(trained, tiny_dataset,
+                                                                   tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "submission.csv").write_text("the previous submission")
+    real_predict = Tester.Test_model.predict
+
+    def overflowing(self, *args, **kwargs):
+        frames = real_predict(self, *args, **kwargs)
+        frames[1, 161:] = float("nan")                # sequence 1 breaks at frame 161
+        return frames
+
+    monkeypatch.setattr(Tester.Test_model, "predict", overflowing)
+    args = args_for_tester(trained, "--device", "cpu", data=tiny_dataset, save_root=out)
+    with pytest.raises(UserError, match="sequence '1' is not finite from frame 161 on"):
+        Tester.main.__wrapped__(args)
+    assert (out / "submission.csv").read_text() == "the previous submission"
