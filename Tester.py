@@ -14,19 +14,20 @@ from pathlib import Path
 import torch
 
 from dataloader import DanceTestSequences, list_images
-from Trainer import (VAE_Model, apply_runtime_options, get_args_parser, parse_args,
-                     prepare_save_root, take_checkpoint_settings)
+from Trainer import VAE_Model, apply_runtime_options, take_checkpoint_settings
+from utils import saveroot
 from utils.checkpoint import check_dims, load_checkpoint
 from utils.errors import UserError, exit_on_user_error
-from utils.media import save_comparison_gif, save_gif
+from utils.flags import get_args_parser, parse_args
+from utils.media import save_comparison_gif
 from utils.metrics import FRAMES_PER_SEQUENCE
 from utils.runtime import resolve_device
 from utils.scoring import format_scores, score
 from utils.submission import FRAME_SHAPE, write_submission
 
 
-def get_tester_parser():
-    parser = get_args_parser()
+def get_tester_parser(paths_required=True):
+    parser = get_args_parser(for_testing=True, paths_required=paths_required)
     parser.description = "Roll out the test sequences and write submission.csv."
     test = parser.add_argument_group("testing")
     test.add_argument("--no_sanity", action="store_true",
@@ -45,7 +46,8 @@ def get_tester_parser():
 
 
 class Test_model(VAE_Model):
-    """The trained model plus what the test split needs; reuses VAE_Model.rollout."""
+    """The trained model and the test split: ``eval()`` rolls out every test
+    sequence and writes submission.csv and the GIFs. No optimizer is built."""
 
     @torch.no_grad()
     def predict(self, first_frames, labels, num_samples=1, z_scale=1.0, generator=None):
@@ -61,6 +63,67 @@ class Test_model(VAE_Model):
         frames = frames.unflatten(0, (repeat, S)).mean(0)                 # (S, T, 3, H, W)
         frames[:, 0] = first_frames   # the given frame, exactly (a float mean may round)
         return frames
+
+    def val_dataloader(self):
+        """The test split of --DR: (first frame (1, 3, H, W), labels (T, 3, H, W)) per sequence."""
+        return DanceTestSequences(self.args.DR, (self.args.frame_H, self.args.frame_W))
+
+    def load_checkpoint(self):
+        """The weights of --ckpt_path (only the weights: testing needs nothing else)."""
+        ckpt = load_checkpoint(self.args.ckpt_path)
+        check_dims(ckpt["state_dict"], self.config, self.args.ckpt_path)
+        self.load_state_dict(ckpt["state_dict"])
+
+    @torch.no_grad()
+    def val_one_step(self, img, label, idx=0):
+        """One test sequence from its first frame img (1, 3, H, W) and its labels
+        (T, 3, H, W): its T frames, also written as pred_seq<idx>.gif."""
+        generator = torch.Generator(self.device).manual_seed(self.args.seed)
+        frames = self.predict(img.to(self.device), label[None].to(self.device),
+                              self.args.num_samples, self.args.z_scale, generator)[0].cpu()
+        self.make_gif(frames, Path(self.args.save_root) / f"pred_seq{idx}.gif")
+        return frames
+
+    @torch.no_grad()
+    def eval(self):
+        """Every test sequence rolled out, all in one batch; submission.csv and a
+        GIF per sequence in --save_root. Returns the predicted sequences."""
+        args = self.args
+        save_root = saveroot.prepare(args.save_root)
+        dataset = self.val_dataloader()
+        if not args.no_sanity:
+            sanity_check(dataset, (args.frame_H, args.frame_W))
+
+        started = time.time()
+        generator = torch.Generator(self.device).manual_seed(args.seed)
+        items = [dataset[i] for i in range(len(dataset))]
+        by_length = {}
+        for index, (_, labels) in enumerate(items):
+            by_length.setdefault(labels.shape[0], []).append(index)
+        predictions = [None] * len(items)
+        for indices in by_length.values():   # one batch per sequence length (one, normally)
+            first = torch.cat([items[i][0] for i in indices]).to(self.device)
+            labels = torch.stack([items[i][1] for i in indices]).to(self.device)
+            frames = self.predict(first, labels, args.num_samples, args.z_scale, generator)
+            for i, seq in zip(indices, frames.cpu()):
+                predictions[i] = seq
+        rollout_seconds = time.time() - started
+        require_finite(predictions, dataset.names, args)
+
+        started = time.time()
+        csv_path = write_submission(save_root / "submission.csv", predictions)
+        csv_seconds = time.time() - started
+        # Output names use the sequence's position, never a name read from the dataset.
+        for index, (seq, (_, labels)) in enumerate(zip(predictions, items)):
+            self.make_gif(seq, save_root / f"pred_seq{index}.gif")
+            if args.make_gif:
+                save_comparison_gif(save_root / f"pred_seq{index}_with_label.gif", [labels, seq])
+        print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on "
+              f"{self.device}; '{csv_path}' written in {csv_seconds:.1f} s; GIFs in "
+              f"'{save_root}'")
+        if args.gt:
+            print(format_scores(score(csv_path, args.gt)))
+        return predictions
 
 
 def sanity_check(dataset, frame_size):
@@ -86,13 +149,11 @@ def load_test_model(args):
     """Checkpoint -> Test_model on the chosen device, with the checkpoint's settings."""
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required: the checkpoint to test.")
-    ckpt = load_checkpoint(args.ckpt_path)
-    take_checkpoint_settings(args, ckpt, args.ckpt_path)
-    check_dims(ckpt["state_dict"], args, args.ckpt_path)
+    take_checkpoint_settings(args, load_checkpoint(args.ckpt_path), args.ckpt_path)
     model = Test_model(args)
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_checkpoint()
     model.to(resolve_device(args.device, args.gpu))
-    return apply_runtime_options(model, args).eval()
+    return apply_runtime_options(model, args).train(False)
 
 
 def require_finite(predictions, names, args):
@@ -112,42 +173,7 @@ def require_finite(predictions, names, args):
 def main(args):
     if args.num_samples < 1:
         raise UserError(f"--num_samples must be >= 1, got {args.num_samples}.")
-    model = load_test_model(args)
-    save_root = prepare_save_root(args.save_root)
-    frame_size = (args.frame_H, args.frame_W)
-    dataset = DanceTestSequences(args.DR, frame_size)
-    if not args.no_sanity:
-        sanity_check(dataset, frame_size)
-
-    started = time.time()
-    generator = torch.Generator(model.device).manual_seed(args.seed)
-    items = [dataset[i] for i in range(len(dataset))]
-    by_length = {}
-    for index, (_, labels) in enumerate(items):
-        by_length.setdefault(labels.shape[0], []).append(index)
-    predictions = [None] * len(items)
-    for indices in by_length.values():   # one batch per sequence length (one, normally)
-        first = torch.cat([items[i][0] for i in indices]).to(model.device)
-        labels = torch.stack([items[i][1] for i in indices]).to(model.device)
-        frames = model.predict(first, labels, args.num_samples, args.z_scale, generator)
-        for i, seq in zip(indices, frames.cpu()):
-            predictions[i] = seq
-    rollout_seconds = time.time() - started
-    require_finite(predictions, dataset.names, args)
-
-    started = time.time()
-    csv_path = write_submission(save_root / "submission.csv", predictions)
-    csv_seconds = time.time() - started
-    # Output names use the sequence's position, never a name read from the dataset.
-    for index, (seq, (_, labels)) in enumerate(zip(predictions, items)):
-        save_gif(save_root / f"pred_seq{index}.gif", seq)
-        if args.make_gif:
-            save_comparison_gif(save_root / f"pred_seq{index}_with_label.gif", [labels, seq])
-    print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on {model.device}; "
-          f"'{csv_path}' written in {csv_seconds:.1f} s; GIFs in '{save_root}'")
-    if args.gt:
-        print(format_scores(score(csv_path, args.gt)))
-    return predictions
+    return load_test_model(args).eval()
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import assert_close_grads
-from Trainer import VAE_Model, build_model, parse_args
+from Trainer import VAE_Model, build_model
+from utils.flags import default_args
 from tools.synthetic_dance import generate_dataset
 from utils import runlog
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.runtime import Distributed, setup_distributed
+from utils.training import Training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--F_dim", "8", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16"]
@@ -27,8 +29,14 @@ FORCING, BETA, PER_RANK = [True, False, True], 0.5, 2
 
 
 def tiny_args(*extra):
-    return parse_args(["--DR", "unused", "--save_root", "unused", "--device", "cpu",
-                       "--bn_train", "frame", *TINY, *extra])
+    return default_args("--device", "cpu", "--bn_train", "frame", *TINY, *extra)
+
+
+def epoch_clips(args, rank, dataset, epoch, world_size=2):
+    """The clips rank ``rank`` of ``world_size`` trains on in ``epoch``."""
+    training = Training(VAE_Model(args), args, Distributed(rank, world_size, torch.device("cpu")))
+    training.train_set, training.current_epoch = dataset, epoch
+    return [int(x) for (x,) in training.train_dataloader()]
 
 
 def free_port():
@@ -60,7 +68,7 @@ def ddp_worker(rank, world_size, port, out_dir):
         img, label, noise = union_batch(args)
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         distributed = Distributed(rank, world_size, torch.device("cpu"))
-        model = build_model(args, distributed)
+        model = build_model(args)
         engine = distributed.wrap(model)   # held: DDP's gradient hooks live with it
         loss, _, _ = engine(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
         loss.backward()
@@ -138,7 +146,7 @@ def test_plain_run_creates_no_process_group(monkeypatch):
     assert d.mean([1.0, 3.0]) == [1.0, 3.0]
     d.barrier()
     d.close()
-    model = build_model(tiny_args(), d)
+    model = build_model(tiny_args(), d.device)
     assert d.wrap(model) is model
 
 
@@ -157,9 +165,7 @@ def test_distributed_sampler_splits_each_epoch_across_ranks():
     orders = {}
     for epoch in (0, 1):
         for rank in (0, 1):
-            model = VAE_Model(tiny_args("--batch_size", "1"),
-                              Distributed(rank, 2, torch.device("cpu")))
-            orders[epoch, rank] = [int(x) for (x,) in model.train_dataloader(dataset, epoch)]
+            orders[epoch, rank] = epoch_clips(tiny_args("--batch_size", "1"), rank, dataset, epoch)
     for epoch in (0, 1):
         assert len(orders[epoch, 0]) == len(orders[epoch, 1]) == 5
         assert sorted(orders[epoch, 0] + orders[epoch, 1]) == list(range(10))
@@ -168,9 +174,8 @@ def test_distributed_sampler_splits_each_epoch_across_ranks():
 
 def test_no_full_batch_per_process_is_an_error():
     dataset = torch.utils.data.TensorDataset(torch.arange(5))
-    model = VAE_Model(tiny_args("--batch_size", "4"), Distributed(0, 2, torch.device("cpu")))
     with pytest.raises(UserError, match="per process"):
-        model.train_dataloader(dataset, 0)
+        epoch_clips(tiny_args("--batch_size", "4"), 0, dataset, 0)
 
 
 def test_clips_per_epoch_draws_a_new_subset_each_epoch_the_same_on_every_rank():
@@ -178,16 +183,14 @@ def test_clips_per_epoch_draws_a_new_subset_each_epoch_the_same_on_every_rank():
     drawn = {}
     for epoch in (0, 1):
         for rank in (0, 1):
-            model = VAE_Model(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"),
-                              Distributed(rank, 2, torch.device("cpu")))
-            drawn[epoch, rank] = [int(x) for (x,) in model.train_dataloader(dataset, epoch)]
+            drawn[epoch, rank] = epoch_clips(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"),
+                                             rank, dataset, epoch)
     for epoch in (0, 1):
         both = drawn[epoch, 0] + drawn[epoch, 1]
         assert len(both) == len(set(both)) == 8      # one draw, split across the ranks
     assert set(drawn[0, 0] + drawn[0, 1]) != set(drawn[1, 0] + drawn[1, 1])
-    again = VAE_Model(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"),
-                      Distributed(0, 2, torch.device("cpu")))
-    assert [int(x) for (x,) in again.train_dataloader(dataset, 1)] == drawn[1, 0]   # resumable
+    again = epoch_clips(tiny_args("--batch_size", "1", "--clips_per_epoch", "8"), 0, dataset, 1)
+    assert again == drawn[1, 0]   # resumable
 
 
 # Trainer.py, but rank 0 kills itself with SIGKILL inside the 2nd optimizer step of epoch 1.
@@ -199,8 +202,8 @@ import Trainer
 one_step, epochs_of_steps = Trainer.VAE_Model.training_one_step, []
 
 def step_then_die(model, *args, **kwargs):
-    epochs_of_steps.append(model.current_epoch)
-    if model.is_main and epochs_of_steps.count(1) == 2:
+    epochs_of_steps.append(model.trainer.current_epoch)
+    if model.trainer.is_main and epochs_of_steps.count(1) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return one_step(model, *args, **kwargs)
 

@@ -7,6 +7,8 @@ import Trainer
 from tools.benchmark_quality import drift, rollout_gap, summarise, table
 from tools.recipes import ABLATIONS, cpu_recipe, template
 from utils.submission import write_submission
+from utils import schedules
+from utils.flags import default_args
 
 
 @pytest.mark.parametrize("epochs", [2, 5, 8, 70])
@@ -14,17 +16,17 @@ from utils.submission import write_submission
 def test_every_row_is_a_valid_run_at_any_budget(row, epochs):
     _, train_flags, test_flags = ABLATIONS[row]
     flags = [] if train_flags is None else train_flags(epochs)
-    args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *cpu_recipe(epochs), *flags])
+    args = default_args(*cpu_recipe(epochs), *flags)
     Trainer.validate_args(args)
     Tester.get_tester_parser().parse_args(["--DR", "d", "--save_root", "s", *test_flags])
 
 
 def test_template_recipe_keeps_the_templates_shape():
-    args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *template(70)])
+    args = default_args(*template(70))
     assert (args.tfr_sde, args.tfr_d_step, args.kl_anneal_cycle) == (10, 0.1, 10)
     assert (args.optim, args.lr_scheduler, args.output_activation) == ("Adam", "multistep", "none")
-    short = Trainer.parse_args(["--DR", "d", "--save_root", "s", *template(8)])
-    ratios = [Trainer.teacher_forcing_ratio(short, e) for e in range(8)]
+    short = default_args(*template(8))
+    ratios = [schedules.teacher_forcing_ratio(short, e) for e in range(8)]
     assert ratios[0] == 1.0 and ratios[-1] == 0.0 and short.kl_anneal_cycle == 4
 
 
@@ -66,7 +68,7 @@ def test_rollout_gap_is_the_worst_window_lost_against_one_step():
 
 def test_every_training_row_trains_on_as_many_frames_as_the_default():
     def frames_per_epoch(flags):
-        args = Trainer.parse_args(["--DR", "d", "--save_root", "s", *cpu_recipe(12), *flags])
+        args = default_args(*cpu_recipe(12), *flags)
         return args.clips_per_epoch * args.train_vi_len
     default = frames_per_epoch([])
     assert default > 0

@@ -18,6 +18,7 @@ from PIL import Image
 import Tester
 import Trainer
 from conftest import ROOT, TRAINED_FLAGS, TINY, train_flags, train_in_process
+from utils.flags import default_args
 from utils.checkpoint import atomic_save, load_checkpoint
 from utils.errors import UserError
 from utils.fileio import atomic_write
@@ -43,7 +44,7 @@ def test_signal_mid_epoch_saves_last_checkpoint_and_resume_appends(
     one_step = Trainer.VAE_Model.training_one_step
 
     def step_then_signal(model, *args, **kwargs):
-        epochs_of_steps.append(model.current_epoch)
+        epochs_of_steps.append(model.trainer.current_epoch)
         if epochs_of_steps.count(1) == 2:
             os.kill(os.getpid(), signum)
         return one_step(model, *args, **kwargs)
@@ -186,7 +187,7 @@ def test_same_seed_gives_identical_runs(small_dataset, trained_run, tmp_path):
 
 
 def test_logvar_is_clamped():
-    model = Trainer.VAE_Model(Trainer.parse_args(["--DR", "x", "--save_root", "y", *TINY]))
+    model = Trainer.VAE_Model(default_args(*TINY))
     with torch.no_grad():
         model.Gaussian_Predictor[6].bias.fill_(1e4)
     z, mu, logvar = model.posterior(torch.rand(1, 16, 8, 8), torch.rand(1, 16, 8, 8))

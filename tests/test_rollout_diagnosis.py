@@ -6,22 +6,21 @@ import pytest
 import torch
 
 from conftest import TINY, run_cli
-from Trainer import VAE_Model, parse_args
+from Trainer import VAE_Model
+from utils.config import ModelConfig
 from tools.rollout_diagnosis import by_position, by_region, load_sequences, pose_centre
 from utils.errors import UserError
 
 
 def tiny_model():
     torch.manual_seed(0)
-    args = parse_args(["--DR", "unused", "--save_root", "unused", "--device", "cpu", "--amp",
-                       "off", *TINY])
-    return VAE_Model(args)
+    return VAE_Model(ModelConfig(F_dim=16, L_dim=16, N_dim=4, D_out_dim=24, amp="off"))
 
 
 def test_one_step_predicts_each_frame_from_the_true_previous_frame():
     model = tiny_model()
     frames, labels = torch.rand(2, 6, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
-    stepped = model.one_step(frames, labels, chunk=2)   # chunks that split the clip
+    stepped = model.predict_from_truth(frames, labels, chunk=2)   # chunks that split the clip
     assert torch.equal(stepped[:, 0], frames[:, 0])
     for t in range(1, 6):
         # A rollout of one step from the true frame t-1 is the same prediction.

@@ -22,6 +22,7 @@ import torch
 import Trainer
 from conftest import assert_close_grads
 from tools.template_reference import TemplateModel, naive_clip_loss, naive_rollout
+from utils.flags import default_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24"]
@@ -31,7 +32,7 @@ B, T, H, W = 2, 6, 32, 64
 def fp32_model(*flags):
     """The project's model as Trainer.py builds it, in fp32 (--amp off), with
     BatchNorm statistics that are not the identity's."""
-    args = Trainer.parse_args(["--DR", "x", "--save_root", "y", *TINY, "--amp", "off", *flags])
+    args = default_args(*TINY, "--amp", "off", *flags)
     model = Trainer.build_model(args)
     with torch.no_grad():
         for p in model.Gaussian_Predictor[-1].parameters():   # zero at init: z would not matter
@@ -114,9 +115,9 @@ def test_running_statistics_rollout_is_pytorch_eval_mode():
     prev, want = first, [first]
     with torch.no_grad():
         for t in range(1, 5):
-            prev = template.squash(template.Generator(template.Decoder_Fusion(
+            prev = Trainer.apply_output_activation(template.Generator(template.Decoder_Fusion(
                 template.frame_transformation(prev), template.label_transformation(labels[:, t]),
-                noise[:, t - 1])))
+                noise[:, t - 1])), template.args.output_activation)
             want.append(prev)
     torch.testing.assert_close(got, torch.stack(want, dim=1), rtol=1e-5, atol=1e-5)
 

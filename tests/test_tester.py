@@ -16,6 +16,7 @@ from utils.images import to_uint8
 from utils.metrics import grader_scores
 from utils.scoring import format_scores, score
 from utils.submission import read_submission, write_submission
+from utils.flags import default_args
 
 
 def five_sequences(seed=0):
@@ -142,10 +143,9 @@ def test_scorer_lists_every_problem(tmp_path):
 
 
 def tiny_model(**flags):
-    args = Trainer.parse_args(["--DR", "x", "--save_root", "y", *TINY,
-                               *[f for k, v in flags.items() for f in (f"--{k}", str(v))]])
+    args = default_args(*TINY, *[f for k, v in flags.items() for f in (f"--{k}", str(v))])
     torch.manual_seed(0)
-    return Tester.Test_model(args).eval()
+    return Tester.Test_model(args).train(False)
 
 
 def test_batched_rollout_equals_one_sequence_at_a_time():
@@ -210,8 +210,7 @@ def args_for_tester(ckpt, *flags, data="unused", save_root="unused"):
 
 def test_tester_flags_that_contradict_the_checkpoint(trained, tmp_path):
     template = write_template_checkpoint(tmp_path / "template.ckpt",
-                                         Trainer.VAE_Model(Trainer.parse_args(
-                                             ["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS])))
+                                         Trainer.VAE_Model(default_args(*TEMPLATE_DIMS)))
     for ckpt, flags, named in ((trained, ["--F_dim", "64"], "--F_dim 64 (checkpoint: 16)"),
                                (trained, ["--frame_H", "64"], "--frame_H 64 (checkpoint: 32)"),
                                (template, ["--N_dim", "12"], "--N_dim 12 (checkpoint: 4)")):
@@ -220,7 +219,7 @@ def test_tester_flags_that_contradict_the_checkpoint(trained, tmp_path):
 
 
 def test_template_checkpoint_is_tested_with_no_model_flags(small_dataset, tmp_path, capsys):
-    model = Trainer.VAE_Model(Trainer.parse_args(["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS]))
+    model = Trainer.VAE_Model(default_args(*TEMPLATE_DIMS))
     template = write_template_checkpoint(tmp_path / "template.ckpt", model)
     # One test sequence of 8 frames: --no_sanity lets it through the Kaggle-format check.
     args = args_for_tester(template, "--no_sanity", data=small_dataset, save_root=tmp_path / "out")
@@ -245,7 +244,7 @@ def test_output_activation_of_a_template_checkpoint_is_measured(tmp_path, capsys
     maps that constant onto the video's grey level, and both tools must find it."""
     grey = 0.2
     data = solid_val_video(tmp_path / "data", grey)
-    model = Trainer.VAE_Model(Trainer.parse_args(["--DR", "x", "--save_root", "y", *TEMPLATE_DIMS]))
+    model = Trainer.VAE_Model(default_args(*TEMPLATE_DIMS))
     with torch.no_grad():
         model.Generator[-1].weight.zero_()
         model.Generator[-1].bias.fill_(math.log(grey / (1 - grey)) if trained_with == "sigmoid"

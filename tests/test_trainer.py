@@ -11,11 +11,15 @@ import Trainer
 from conftest import TEMPLATE_DIMS, TINY, train_flags, write_template_checkpoint
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils import runtime
+from utils import schedules
+from utils.flags import default_args
+from utils.training import non_finite_remedies, validate
 from utils.metrics import psnr_per_frame
 
 
 def args_for(*flags):
-    return Trainer.parse_args(["--DR", "unused", "--save_root", "unused", *flags])
+    return default_args(*flags)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -62,29 +66,29 @@ def test_unknown_kl_type_is_an_argparse_error(capsys):
 
 def test_teacher_forcing_ratio_schedule():
     args = args_for("--tfr", "1.0", "--tfr_sde", "3", "--tfr_d_step", "0.3")
-    ratios = [Trainer.teacher_forcing_ratio(args, e) for e in range(8)]
+    ratios = [schedules.teacher_forcing_ratio(args, e) for e in range(8)]
     assert ratios == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.7, 0.4, 0.1, 0.0])
 
 
 def test_lr_schedules():
     multistep = args_for("--lr_scheduler", "multistep")
-    assert [Trainer.lr_factor(multistep, e) for e in range(7)] == pytest.approx(
+    assert [schedules.lr_factor(multistep, e) for e in range(7)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
     cosine = args_for("--lr_scheduler", "cosine", "--num_epoch", "4")
-    assert [Trainer.lr_factor(cosine, e) for e in range(4)] == pytest.approx(
+    assert [schedules.lr_factor(cosine, e) for e in range(4)] == pytest.approx(
         [1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4)])
 
 
 def test_warmup_ramps_the_lr_of_each_optimizer_step():
     args = args_for("--lr", "0.002", "--warmup_steps", "4", "--lr_scheduler", "constant")
-    assert [Trainer.learning_rate(args, 0, s) for s in range(6)] == pytest.approx(
+    assert [schedules.learning_rate(args, 0, s) for s in range(6)] == pytest.approx(
         [0.0005, 0.001, 0.0015, 0.002, 0.002, 0.002])
-    assert Trainer.learning_rate(args_for("--warmup_steps", "0"), 0, 0) == pytest.approx(0.001)
+    assert schedules.learning_rate(args_for("--warmup_steps", "0"), 0, 0) == pytest.approx(0.001)
     model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.002", "--warmup_steps", "4"))
     clip = torch.rand(1, 3, 3, 32, 64)
     for step in range(3):
         model.training_one_step(clip, clip, True)
-        assert model.optim.param_groups[0]["lr"] == pytest.approx(0.0005 * (step + 1))
+        assert model.trainer.optim.param_groups[0]["lr"] == pytest.approx(0.0005 * (step + 1))
 
 
 def test_stored_lr_lets_the_template_continue():
@@ -92,8 +96,8 @@ def test_stored_lr_lets_the_template_continue():
     rate this run would take next; after the last epoch, the peak (cosine ends at 0)."""
     model = Trainer.VAE_Model(args_for(*TINY, "--lr", "0.002", "--num_epoch", "4",
                                        "--warmup_steps", "0"))
-    assert model.checkpoint(last_epoch=1)["lr"] == pytest.approx(0.002 * 0.5)
-    assert model.checkpoint(last_epoch=3)["lr"] == pytest.approx(0.002)
+    assert model.trainer.checkpoint(last_epoch=1)["lr"] == pytest.approx(0.002 * 0.5)
+    assert model.trainer.checkpoint(last_epoch=3)["lr"] == pytest.approx(0.002)
 
 
 # --------------------------------------------------------------------------- loss pieces
@@ -124,7 +128,7 @@ def test_psnr_is_per_frame_for_batches():
 
 def test_output_activation_keeps_predictions_in_unit_range():
     for activation in ("sigmoid", "clamp"):
-        model = Trainer.VAE_Model(args_for(*TINY, "--output_activation", activation)).eval()
+        model = Trainer.VAE_Model(args_for(*TINY, "--output_activation", activation)).train(False)
         frames = model.rollout(torch.rand(2, 3, 32, 64), torch.rand(2, 5, 3, 32, 64))
         assert frames.min() >= 0 and frames.max() <= 1
 
@@ -140,7 +144,7 @@ def test_a_few_steps_on_one_batch_reduce_the_loss():
 
 def test_teacher_forcing_off_feeds_back_predictions():
     torch.manual_seed(0)
-    model = Trainer.VAE_Model(args_for(*TINY)).eval()
+    model = Trainer.VAE_Model(args_for(*TINY)).train(False)
     img, label = torch.rand(1, 5, 3, 32, 64), torch.rand(1, 5, 3, 32, 64)
     noise = torch.randn(1, 4, 4, 32, 64)
     on = model(img, label, True, 1.0, noise)[1]
@@ -159,7 +163,7 @@ def test_non_finite_loss_stops_before_the_update(monkeypatch):
 
 
 def test_non_finite_loss_suggests_only_settings_the_run_can_still_change():
-    suggest = lambda *flags: Trainer.non_finite_remedies(args_for(*flags), "cpu")  # noqa: E731
+    suggest = lambda *flags: non_finite_remedies(args_for(*flags), "cpu")  # noqa: E731
     assert suggest("--lr", "0.003", "--amp", "bf16") == \
         "a lower --lr (this run: 0.003), --amp off or --kl_reduction mean"
     assert suggest("--amp", "off", "--kl_reduction", "mean") == "a lower --lr (this run: 0.001)"
@@ -170,7 +174,7 @@ def test_validation_runs_in_eval_mode(small_dataset):
     model = Trainer.VAE_Model(args_for(*TINY, "--val_vi_len", "10"))
     running_mean = model.label_transformation[2].running_mean.clone()
     val = Dataset_Dance(small_dataset, None, "val", 10)
-    loss, psnr, _ = model.validate(val)
+    loss, psnr, _ = validate(model, val, seed=0)
     assert torch.equal(model.label_transformation[2].running_mean, running_mean)
     assert psnr.shape == (9,) and model.training
 
@@ -179,53 +183,54 @@ def test_validation_runs_in_eval_mode(small_dataset):
 def test_checkpoint_round_trip(tmp_path):
     model = Trainer.VAE_Model(args_for(*TINY, "--save_root", str(tmp_path)))
     model.training_one_step(torch.rand(1, 3, 3, 32, 64), torch.rand(1, 3, 3, 32, 64), True)
-    model.current_epoch, model.best_val_psnr = 4, 21.5
+    model.trainer.current_epoch, model.trainer.best_val_psnr = 4, 21.5
     model.save(tmp_path / "a.ckpt")
     ckpt = load_checkpoint(tmp_path / "a.ckpt")
     assert {"state_dict", "optimizer", "scaler", "lr", "tfr", "last_epoch",
             "args", "best_val_psnr", "global_step"} <= set(ckpt)
     assert isinstance(ckpt["args"], dict) and ckpt["args"]["F_dim"] == 16
     assert "param_groups" in ckpt["optimizer"] and ckpt["optimizer"]["state"]
-    clone = Trainer.VAE_Model(args_for(*TINY, "--save_root", str(tmp_path)))
-    clone.load_checkpoint(ckpt, "a.ckpt")
-    assert clone.current_epoch == 5 and clone.best_val_psnr == 21.5 and clone.global_step == 1
+    clone = Trainer.VAE_Model(args_for(*TINY, "--ckpt_path", str(tmp_path / "a.ckpt")))
+    clone.load_checkpoint()
+    assert (clone.trainer.current_epoch, clone.trainer.best_val_psnr,
+            clone.trainer.global_step) == (5, 21.5, 1)
     for k, v in model.state_dict().items():
         assert torch.equal(v, clone.state_dict()[k])
-    exp_avg = lambda m: m.optim.state_dict()["state"][0]["exp_avg"]  # noqa: E731
+    exp_avg = lambda m: m.trainer.optim.state_dict()["state"][0]["exp_avg"]  # noqa: E731
     assert torch.equal(exp_avg(model), exp_avg(clone))
 
 
 def test_format_1_checkpoint_with_a_lambdalr_state_still_resumes(tmp_path):
     model = Trainer.VAE_Model(args_for(*TINY))
-    ckpt = model.checkpoint(last_epoch=2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(model.optim, lambda epoch: 1.0)
+    ckpt = model.trainer.checkpoint(last_epoch=2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(model.trainer.optim, lambda epoch: 1.0)
     ckpt.update(format_version=1, scheduler=scheduler.state_dict(), global_step=7)
     torch.save(ckpt, tmp_path / "v1.ckpt")
-    clone = Trainer.VAE_Model(args_for(*TINY))
-    clone.load_checkpoint(load_checkpoint(tmp_path / "v1.ckpt"), "v1.ckpt")   # weights_only
-    assert clone.current_epoch == 3 and clone.global_step == 7
+    clone = Trainer.VAE_Model(args_for(*TINY, "--ckpt_path", str(tmp_path / "v1.ckpt")))
+    clone.load_checkpoint()   # weights_only
+    assert (clone.trainer.current_epoch, clone.trainer.global_step) == (3, 7)
 
 
 def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
     for native, expected in ((True, "bf16"), (False, "off")):
-        Trainer.resolve_amp.cache_clear()
+        runtime.resolve_amp.cache_clear()
         for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
             monkeypatch.setattr(torch.cpu, check, lambda: native, raising=False)
-        assert Trainer.resolve_amp("auto", "cpu") == expected
-        assert Trainer.resolve_amp("off", "cpu") == "off"
-    Trainer.resolve_amp.cache_clear()
+        assert runtime.resolve_amp("auto", "cpu") == expected
+        assert runtime.resolve_amp("off", "cpu") == "off"
+    runtime.resolve_amp.cache_clear()
 
 
 def test_bf16_is_detected_from_the_cpu_flags_where_torch_has_no_check(monkeypatch, tmp_path):
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(Trainer, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(runtime, "CPUINFO", cpuinfo)
     for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16 amx_tile", True),
                             ("fpu avx512f avx512_vnni", False)):
         cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
-        assert Trainer.cpu_computes_bf16() is expected
+        assert runtime.cpu_computes_bf16() is expected
     cpuinfo.unlink()
-    assert Trainer.cpu_computes_bf16() is False
+    assert runtime.cpu_computes_bf16() is False
 
 
 def test_checkpoint_keeps_the_requested_precision(tmp_path):
@@ -236,9 +241,9 @@ def test_checkpoint_keeps_the_requested_precision(tmp_path):
     model = Trainer.build_model(args)
     model.save(tmp_path / "a.ckpt")
     assert load_checkpoint(tmp_path / "a.ckpt")["args"]["amp"] == "auto"
-    assert Trainer.resolve_amp("auto", "mps") == "off"
+    assert runtime.resolve_amp("auto", "mps") == "off"
     for amp, enabled in (("off", False), ("bf16", True)):
-        model.args.amp = amp
+        model.config.amp = amp
         with model.autocast():
             assert torch.is_autocast_enabled("cpu") == enabled
 
@@ -280,19 +285,20 @@ def test_template_checkpoint_loads_its_weights(tmp_path, capsys):
     source = Trainer.VAE_Model(args_for(*TINY))
     torch.save({"state_dict": source.state_dict(), "optimizer": source.state_dict(),
                 "lr": 0.001, "tfr": 1.0, "last_epoch": 6}, tmp_path / "template.ckpt")
-    model = Trainer.VAE_Model(args_for(*TINY))
-    model.load_checkpoint(load_checkpoint(tmp_path / "template.ckpt"), "template.ckpt")
+    model = Trainer.VAE_Model(args_for(*TINY, "--ckpt_path", str(tmp_path / "template.ckpt")))
+    model.load_checkpoint()
     assert "no optimizer state" in capsys.readouterr().err
-    assert model.current_epoch == 7
+    assert model.trainer.current_epoch == 7
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in source.state_dict().items())
 
 
 def test_checkpoint_of_other_dims_names_them(tmp_path):
     Trainer.VAE_Model(args_for(*TINY)).save(tmp_path / "small.ckpt")
     model = Trainer.VAE_Model(args_for("--F_dim", "32", "--L_dim", "16", "--N_dim", "4",
-                                       "--D_out_dim", "24"))
+                                       "--D_out_dim", "24", "--ckpt_path",
+                                       str(tmp_path / "small.ckpt")))
     with pytest.raises(UserError, match=r"--F_dim 32 \(checkpoint: 16\)"):
-        model.load_checkpoint(load_checkpoint(tmp_path / "small.ckpt"), "small.ckpt")
+        model.load_checkpoint()
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -397,7 +403,7 @@ def test_template_checkpoint_resumes_with_its_dims_lr_and_tfr(small_dataset, tmp
 
 def test_resume_with_nothing_left_to_train_says_so(tmp_path, capsys):
     model = Trainer.VAE_Model(args_for(*TINY, "--num_epoch", "2", "--lr_scheduler", "cosine"))
-    model.save(tmp_path / "last.ckpt", last_epoch=1)
+    model.trainer.save(tmp_path / "last.ckpt", last_epoch=1)
     with pytest.raises(SystemExit) as stop:
         Trainer.main(Trainer.parse_args(["--DR", "unused", "--save_root", str(tmp_path),
                                          "--ckpt_path", str(tmp_path / "last.ckpt")]))

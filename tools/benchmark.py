@@ -39,7 +39,8 @@ from tools.synthetic_dance import generate_dataset  # noqa: E402
 from tools.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
                                       naive_training_step)
 from utils.cli import tool_parser  # noqa: E402
-from utils.runtime import Distributed, resolve_device  # noqa: E402
+from utils.flags import default_args, validate_args  # noqa: E402
+from utils.runtime import resolve_amp, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
 
@@ -127,7 +128,7 @@ def cpu_name():
 
 
 def bf16_native(device):
-    return Trainer.resolve_amp("auto", device.type) == "bf16"
+    return resolve_amp("auto", device.type) == "bf16"
 
 
 def counted_flops(fn):
@@ -211,10 +212,9 @@ def build_models(project_flags, device):
     # Speed does not depend on the step size; a tiny one keeps dozens of steps on
     # the same batch finite (at the default lr they can diverge, as in the first
     # steps of a real run).
-    args = Trainer.parse_args(["--DR", "unused", "--save_root", "unused", "--lr", "1e-6",
-                               *project_flags])
-    Trainer.validate_args(args)
-    model = Trainer.build_model(args, Distributed(device=device))
+    args = default_args("--lr", "1e-6", *project_flags)
+    validate_args(args)
+    model = Trainer.build_model(args, device)
     ref_args = copy.copy(args)
     ref_args.amp, ref_args.channels_last, ref_args.compile = "off", False, False
     reference = TemplateModel(ref_args).to(device)
@@ -238,7 +238,7 @@ def run(opts, project_flags):
         dims=dict(F_dim=args.F_dim, L_dim=args.L_dim, N_dim=args.N_dim, D_out_dim=args.D_out_dim,
                   frame_H=args.frame_H, frame_W=args.frame_W),
         batch_size=opts.batch_size, clip_len=opts.clip_len,
-        settings=dict(amp=Trainer.resolve_amp(args.amp, device.type),
+        settings=dict(amp=resolve_amp(args.amp, device.type),
                       channels_last=args.channels_last, compile=args.compile,
                       frame_chunk=Trainer.FRAME_CHUNK.get(device.type),
                       project_flags=project_flags, quick=opts.quick),
@@ -275,7 +275,7 @@ def run(opts, project_flags):
         label = torch.stack([poses for _, poses in clips]).to(device)       # (B, T, 3, H, W)
         model.train()
         reference.train()
-        beta = model.kl_annealing.get_beta()
+        beta = model.trainer.beta_schedule.get_beta()
         variants = {
             "project_tf_off": lambda: model.training_one_step(img, label, False),
             "naive_tf_off": lambda: naive_training_step(reference, img, label, False, beta),

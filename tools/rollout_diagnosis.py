@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloader import DanceTestSequences, paired_files, to_unit_float  # noqa: E402
 from Tester import get_tester_parser, load_test_model  # noqa: E402
-from Trainer import parse_args  # noqa: E402
+from utils.flags import parse_args  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.images import list_images, read_images  # noqa: E402
@@ -135,7 +135,7 @@ def load_sequences(root, frame_size):
 def one_step_psnr(model, frames, labels):
     """One-step PSNR and pose centre of frames 1.. of one sequence (T, 3, H, W)."""
     frames, labels = frames[None].to(model.device), labels[None].to(model.device)
-    stepped = model.one_step(frames, labels)
+    stepped = model.predict_from_truth(frames, labels)
     return (psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu(),
             pose_centre(labels[0, 1:].cpu()))
 
@@ -197,7 +197,7 @@ def main(argv=None):
     if own.window < 1 or own.train_frames < 0:
         raise UserError(f"--window must be >= 1 and --train_frames >= 0, got {own.window} and "
                         f"{own.train_frames}.")
-    args = parse_args(["--save_root", "unused", *rest], parser=get_tester_parser())
+    args = parse_args(rest, parser=get_tester_parser(paths_required=False))
     model = load_test_model(args)
     frame_size = (args.frame_H, args.frame_W)
     sequences = load_sequences(args.DR, frame_size)

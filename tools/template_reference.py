@@ -28,8 +28,6 @@ class TemplateModel(nn.Module):
         self.Generator = Generator(input_nc=args.D_out_dim, output_nc=3)
         self.optim = torch.optim.Adam(self.parameters(), lr=args.lr)
 
-    def squash(self, x):
-        return Trainer.squash(x, self.args.output_activation)
 
 
 def naive_clip_loss(model, img, label, teacher_forcing, beta, noise=None):
@@ -57,7 +55,8 @@ def naive_clip_loss(model, img, label, teacher_forcing, beta, noise=None):
         logvar = logvar.clamp(-Trainer.LOGVAR_LIMIT, Trainer.LOGVAR_LIMIT)
         eps = torch.randn_like(mu) if noise is None else noise[:, t - 1]
         z = mu + eps * torch.exp(0.5 * logvar)
-        prev = model.squash(model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)))
+        prev = Trainer.apply_output_activation(
+            model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)), model.args.output_activation)
         mses.append(F.mse_loss(prev, img[:, t]))
         kls.append(Trainer.kl_divergence(mu, logvar, model.args.kl_reduction))
     mse, kl = torch.stack(mses).mean(), torch.stack(kls).mean()
@@ -96,7 +95,8 @@ def naive_rollout(model, first_frame, labels, noise=None, generator=None):
                 z = noise[s:s + 1, t - 1]
             prev_feat = model.frame_transformation(prev)
             label_feat = model.label_transformation(labels[s:s + 1, t])
-            prev = model.squash(model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)))
+            prev = Trainer.apply_output_activation(
+            model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)), model.args.output_activation)
             frames.append(prev)
         sequences.append(torch.stack(frames, dim=1))                        # (1, T, 3, H, W)
     return torch.cat(sequences)

@@ -1,11 +1,13 @@
-"""Devices, torchrun/DDP setup and seeding.
+"""Devices, precision, torchrun/DDP setup and seeding.
 
 DDP is used only when the script was launched by torchrun (WORLD_SIZE > 1);
 a plain ``python Trainer.py`` never creates a process group.
 """
+import functools
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -35,6 +37,40 @@ def resolve_device(name="auto", gpu=0):
                               and torch.backends.mps.is_available()):
         raise UserError("--device mps was asked for but MPS is not available; use --device cpu.")
     return torch.device(name)
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_computes_bf16():
+    """AVX512-BF16 or AMX on this CPU: torch's own check where this torch has one,
+    else the flags Linux lists (torch 2.4 has no check; elsewhere: no)."""
+    if hasattr(torch.cpu, "_is_avx512_bf16_supported"):
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    try:
+        flags = CPUINFO.read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.lru_cache
+def resolve_amp(amp, device_type):
+    """--amp auto -> bf16 where the device type has native bf16 arithmetic, else off.
+
+    args keep the requested value, so a checkpoint trained with auto runs in
+    bf16 where that is native and in fp32 elsewhere (an old GPU, a laptop CPU).
+    """
+    if amp != "auto":
+        return amp
+    if device_type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    elif device_type == "cpu":
+        native = cpu_computes_bf16()
+    else:
+        native = False
+    return "bf16" if native else "off"
+
 
 
 @dataclass

@@ -2,6 +2,7 @@
 request, or refused, and a second process writing into it at once is refused."""
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 from utils.errors import UserError
@@ -93,3 +94,40 @@ def exclusive(save_root):
         yield
     finally:
         os.close(fd)
+
+
+def prepare(path):
+    """--save_root, created and checked writable."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"--save_root '{path}' is not writable ({error.strerror}); "
+                        "choose a folder you can write to.") from None
+    return path
+
+
+def claim(args, dist, held):
+    """Rank 0 makes --save_root ready and, to train, holds its lock until ``held``
+    (an ExitStack) closes; under torchrun the other ranks learn whether it could
+    and stop if not."""
+    failure = None
+    if dist.is_main:
+        try:
+            save_root = prepare(args.save_root)
+            if not args.test:   # --test only reads: it may run beside a training run
+                held.enter_context(exclusive(save_root))
+                aside = make_room(save_root, args.ckpt_path, args.overwrite, args.DR)
+                if aside is not None:
+                    print(f"--overwrite: the earlier run in '{save_root}' was moved into "
+                          f"'{aside}'.", file=sys.stderr)
+        except UserError as error:
+            failure = error
+    if dist.mean([float(failure is not None)])[0] > 0:
+        if failure is not None:
+            raise failure
+        raise SystemExit(2)   # rank 0 prints why
+    return Path(args.save_root)
