@@ -1,6 +1,6 @@
 """The ablation table: each recipe choice as one measured row on unseen test sequences.
 
-    python tools/benchmark_quality.py [--data data/synthetic] [--out runs/quality]
+    python benchmarks/benchmark_quality.py [--data data/synthetic] [--out runs/quality]
         [--rows default template ...] [--seeds 3] [--epochs 12] [--jobs 2]
         [--ckpt best] [Trainer flags]
 
@@ -15,7 +15,7 @@ gives each row's mean over seeds and its spread. The copy-first-frame baseline
 is scored in every run.
 
 Two rollout figures per row: the worst 100-frame window's PSNR lost against
-predicting each frame from the true previous one (tools/rollout_diagnosis.py:
+predicting each frame from the true previous one (benchmarks/rollout_diagnosis.py:
 the error a rollout adds), and frames 501-600 against 1-100 (how hard the late
 frames are). Finished runs are kept, so an interrupted table is completed by
 running the same command again. The table goes to <out>/quality.md and
@@ -90,7 +90,7 @@ def drift(submission, gt):
 
 def rollout_gap(report):
     """The most PSNR (dB) any window of any sequence loses rolled out against one
-    step from the true previous frame, from a tools/rollout_diagnosis.py report."""
+    step from the true previous frame, from a benchmarks/rollout_diagnosis.py report."""
     return max(step - roll for rows in report["sequences"].values()
                for _, _, roll, step in rows)
 
@@ -109,7 +109,7 @@ def test(name, seed, data, out, ckpt="best", threads=None):
     log = out / f"{slug(name)}.seed{seed}.test.log"
     run(["Tester.py", "--DR", data, "--save_root", test_dir, "--device", "cpu",
          "--ckpt_path", checkpoint, *test_flags], log=log, threads=threads)
-    run(["tools/rollout_diagnosis.py", "--DR", data, "--ckpt_path", checkpoint, "--device",
+    run(["benchmarks/rollout_diagnosis.py", "--DR", data, "--ckpt_path", checkpoint, "--device",
          "cpu", "--train_frames", "0", "--json", test_dir / "rollout.json", *test_flags],
         log=log.with_suffix(".rollout.log"), threads=threads)
     submission = test_dir / "submission.csv"

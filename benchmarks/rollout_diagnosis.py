@@ -1,6 +1,6 @@
 """Where a rollout loses PSNR: error carried along the rollout, or frames that are harder.
 
-    python tools/rollout_diagnosis.py --DR <dataset> --ckpt_path <ckpt> [Tester.py flags]
+    python benchmarks/rollout_diagnosis.py --DR <dataset> --ckpt_path <ckpt> [Tester.py flags]
 
 Each sequence with true frames is predicted twice with the same weights and
 z = 0: rolled out from frame 0, as Tester.py submits it, and frame by frame

@@ -1,14 +1,14 @@
 """How fast is this project? Training step, test rollout, data loading, submission.
 
-    python tools/benchmark.py [--device auto|cpu|cuda] [--json FILE] [--quick]
-                              [--batch_size 2] [--clip_len 16] [--repeats N] [Trainer.py flags]
+    python benchmarks/benchmark.py [--device auto|cpu|cuda] [--json FILE] [--quick]
+                                   [--batch_size 2] [--clip_len 16] [--repeats N] [Trainer.py flags]
 
 Any Trainer.py flag (--F_dim, --amp, --no-channels_last, --compile, ...) is passed
 on to the project's model; without them it runs with the project's defaults.
 
 Everything is measured in one process on a small synthetic dataset (written to a
 temporary folder). The project is compared with the NAIVE REFERENCE of
-tools/template_reference.py: the course template's loop, one frame at a time,
+tests/template_reference.py: the course template's loop, one frame at a time,
 re-encoding every frame it needs, in fp32. Variants being compared run
 interleaved (A, B, A, B, ...) after a warm-up and each figure is a median, so a
 load from other processes hits all variants alike and the ratios stay
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, DanceTestSequences, list_images, read_images  # noqa: E402
 from tools.synthetic_dance import generate_dataset  # noqa: E402
-from tools.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
+from tests.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
                                       naive_training_step)
 from utils.cli import tool_parser  # noqa: E402
 from utils.runtime import Distributed, resolve_device  # noqa: E402
