@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from dataloader import DanceTestSequences  # noqa: E402
 from tools.recipes import ABLATIONS, CPU_EPOCHS, cpu_recipe  # noqa: E402

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from tools.recipes import CPU_RECIPE, GPU_RECIPE, SMOKE_DATA, SMOKE_RECIPE  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402

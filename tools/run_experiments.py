@@ -13,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from tools.compare_runs import compare  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
