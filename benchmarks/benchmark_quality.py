@@ -26,7 +26,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,12 +33,10 @@ import numpy as np
 
 if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from dataloader import DanceTestSequences  # noqa: E402
 from tools.recipes import ABLATIONS, CPU_EPOCHS, cpu_recipe  # noqa: E402
 from tools.synthetic_dance import PARAMS_FILE, PARTIAL_FILE  # noqa: E402
-from utils.cli import tool_parser  # noqa: E402
+from utils.cli import run_script, tool_parser  # noqa: E402
 from utils.metrics import FRAMES_PER_SEQUENCE, row_psnr  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 from utils.scoring import score  # noqa: E402
@@ -51,14 +48,6 @@ EARLY, LATE = range(1, 101), range(501, 601)   # frames compared for drift
 
 def slug(name):
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def run(command, log=None, threads=None):
-    print("$ " + " ".join(map(str, command)), flush=True)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    with open(log, "w") if log else open(os.devnull, "w") as sink:
-        subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, env=env, check=True,
-                       stdout=sink if log else None, stderr=subprocess.STDOUT if log else None)
 
 
 def run_dir(out, name, seed):
@@ -73,9 +62,9 @@ def train(name, seed, data, out, epochs, extra, threads):
         return
     flags = ABLATIONS[name][1](epochs)
     # An incomplete run there starts again; --overwrite keeps it in previous-<N>/.
-    run(["Trainer.py", "--DR", data, "--save_root", folder, "--device", "cpu", "--overwrite",
-         *cpu_recipe(epochs), *flags, *extra, "--seed", seed],
-        log=out / f"{slug(name)}.seed{seed}.log", threads=threads)
+    run_script(["Trainer.py", "--DR", data, "--save_root", folder, "--device", "cpu",
+                "--overwrite", *cpu_recipe(epochs), *flags, *extra, "--seed", seed],
+               log=out / f"{slug(name)}.seed{seed}.log", threads=threads)
 
 
 def drift(submission, gt):
@@ -108,11 +97,11 @@ def test(name, seed, data, out, ckpt="best", threads=None):
     if kept.is_file() and kept.stat().st_mtime > checkpoint.stat().st_mtime:
         return json.loads(kept.read_text())
     log = out / f"{slug(name)}.seed{seed}.test.log"
-    run(["Tester.py", "--DR", data, "--save_root", test_dir, "--device", "cpu",
-         "--ckpt_path", checkpoint, *test_flags], log=log, threads=threads)
-    run(["benchmarks/rollout_diagnosis.py", "--DR", data, "--ckpt_path", checkpoint, "--device",
-         "cpu", "--train_frames", "0", "--json", test_dir / "rollout.json", *test_flags],
-        log=log.with_suffix(".rollout.log"), threads=threads)
+    run_script(["Tester.py", "--DR", data, "--save_root", test_dir, "--device", "cpu",
+                "--ckpt_path", checkpoint, *test_flags], log=log, threads=threads)
+    run_script(["benchmarks/rollout_diagnosis.py", "--DR", data, "--ckpt_path", checkpoint,
+                "--device", "cpu", "--train_frames", "0", "--json", test_dir / "rollout.json",
+                *test_flags], log=log.with_suffix(".rollout.log"), threads=threads)
     submission = test_dir / "submission.csv"
     metrics = read_metrics(trained)
     result = {"val_psnr": max(r["val_psnr"] for r in metrics),
@@ -202,7 +191,7 @@ def ensure_dataset(data):
     """The synthetic world is generated where data is missing or is one of its own
     folders; any other folder is taken as it is (real data, for one)."""
     if not data.exists() or (data / PARAMS_FILE).is_file() or (data / PARTIAL_FILE).is_file():
-        run(["tools/synthetic_dance.py", "--out", data])
+        run_script(["tools/synthetic_dance.py", "--out", data])
     if not (data / "test_gt").is_dir():
         raise SystemExit(f"'{data / 'test_gt'}' is missing: the table scores test sequences "
                          "against their true frames (<data>/test_gt/<i>/frame<N>.png).")

@@ -81,7 +81,7 @@ def test_a_finished_row_is_not_tested_again_until_its_checkpoint_changes(tmp_pat
 
     from benchmarks import benchmark_quality as bq
     calls = []
-    monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
+    monkeypatch.setattr(bq, "run_script", lambda command, **kw: calls.append(command))
     (tmp_path / "default" / "seed0").mkdir(parents=True)
     ckpt = tmp_path / "default" / "seed0" / "best.ckpt"
     ckpt.write_bytes(b"weights")
@@ -118,7 +118,7 @@ def test_any_dataset_is_taken_as_it_is_and_only_the_synthetic_world_is_generated
     from benchmarks import benchmark_quality as bq
     from tools.synthetic_dance import PARAMS_FILE
     calls = []
-    monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
+    monkeypatch.setattr(bq, "run_script", lambda command, **kw: calls.append(command))
     real = tmp_path / "real"
     (real / "test_gt" / "0").mkdir(parents=True)
     bq.ensure_dataset(real)                                  # real frames: never written into
