@@ -23,6 +23,7 @@ if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.pa
 from dataloader import list_images, read_images, require_dir  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.metrics import psnr_from_mse  # noqa: E402
 
 SIZE = (32, 64)
 TAKE = 630
@@ -51,9 +52,10 @@ FIGURES = {
 
 
 def psnr(a, b):
-    """PSNR per frame (dB, data range 255) of uint8 arrays (..., 3, H, W)."""
+    """PSNR per frame (dB, data range 255, capped like every PSNR of the project) of
+    uint8 arrays (..., 3, H, W)."""
     mse = ((a.astype(np.float32) - b.astype(np.float32)) ** 2).mean(axis=(-3, -2, -1))
-    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+    return psnr_from_mse(mse, 255.0)
 
 
 def box_mean(images, size):
