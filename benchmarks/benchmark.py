@@ -37,6 +37,7 @@ from tools.synthetic_dance import generate_dataset  # noqa: E402
 from tests.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
                                       naive_training_step)
 from utils.cli import tool_parser  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE  # noqa: E402
 from utils.runtime import Distributed, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
@@ -161,8 +162,9 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer repeats and a short rollout")
     args, project_flags = p.parse_known_args(argv)
     quick = args.quick
-    defaults = dict(repeats=(5, 2), rollout_repeats=(5, 2), rollout_frames=(630, 40),
-                    train_clips=(40, 8), matmul_size=(4096, 1024), real_size_pairs=(200, 20))
+    defaults = dict(repeats=(5, 2), rollout_repeats=(5, 2),
+                    rollout_frames=(FRAMES_PER_SEQUENCE, 40), train_clips=(40, 8),
+                    matmul_size=(4096, 1024), real_size_pairs=(200, 20))
     for name, (full, short) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)

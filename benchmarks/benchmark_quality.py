@@ -37,13 +37,13 @@ from dataloader import DanceTestSequences  # noqa: E402
 from tools.recipes import ABLATIONS, CPU_EPOCHS, cpu_recipe  # noqa: E402
 from tools.synthetic_dance import PARAMS_FILE, PARTIAL_FILE  # noqa: E402
 from utils.cli import run_script, tool_parser  # noqa: E402
-from utils.metrics import FRAMES_PER_SEQUENCE, row_psnr  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE, SCORED_FRAMES, row_psnr  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 from utils.scoring import score  # noqa: E402
 from utils.submission import (load_ground_truth, match_rows, read_submission,  # noqa: E402
                               write_submission)
 
-EARLY, LATE = range(1, 101), range(501, 601)   # frames compared for drift
+EARLY, LATE = SCORED_FRAMES[:100], SCORED_FRAMES[-100:]   # frames 1-100 and 501-600, for drift
 
 
 def slug(name):

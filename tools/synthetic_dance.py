@@ -43,10 +43,11 @@ from tools.dance.render import render_frame, render_label  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.fileio import atomic_write  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE  # noqa: E402
+from utils.submission import FRAME_SIZE  # noqa: E402
 
 PNG_LEVEL = 1          # noisy frames hardly compress; level 1 is fastest
 FORMAT_VERSION = 3      # 3: labels at least 256 wide, every take starts centre stage
-TAKE = 630                 # frames per take of the training split, like one real video
 PARAMS_FILE = "synthetic_dance.json"
 # Marks a folder as this generator's while it writes, so a rerun may clear it.
 PARTIAL_FILE = ".synthetic_dance.partial"
@@ -105,8 +106,9 @@ def _split_plan(out: Path, params: dict) -> list[tuple[str, str, list]]:
         return [tuple((str(p),) for p in _pair_paths(out, split, first + k, seq))
                 for k in range(n)]
     n_train = params["train_frames"]
-    plan = [(f"train {k}-{min(n_train, k + TAKE) - 1}", "train",
-             frames("train", min(TAKE, n_train - k), first=k)) for k in range(0, n_train, TAKE)]
+    take = FRAMES_PER_SEQUENCE       # frames per take of the training split, like one real video
+    plan = [(f"train {k}-{min(n_train, k + take) - 1}", "train",
+             frames("train", min(take, n_train - k), first=k)) for k in range(0, n_train, take)]
     plan.append(("val", "val", frames("val", params["val_frames"])))
     for i in range(params["test_sequences"]):
         seq = frames("test", params["test_frames"], i)
@@ -152,8 +154,8 @@ def _prepare(out: Path, params: dict, force: bool, log) -> bool:
     return True
 
 
-def generate_dataset(out, train_frames: int = 23410, val_frames: int = 630,
-                     test_sequences: int = 5, test_frames: int = 630, seed: int = 0,
+def generate_dataset(out, train_frames: int = 23410, val_frames: int = FRAMES_PER_SEQUENCE,
+                     test_sequences: int = 5, test_frames: int = FRAMES_PER_SEQUENCE, seed: int = 0,
                      size: tuple[int, int] = (128, 64), workers: int | None = None,
                      force: bool = False, log=print) -> Path:
     """Write the dataset to `out` unless it is already complete; return `out` as a Path.
@@ -196,7 +198,7 @@ def generate_dataset(out, train_frames: int = 23410, val_frames: int = 630,
     return out
 
 
-def write_preview(out, preview, cols: int = 6, zoom: int = 3, size=(32, 64)) -> Path:
+def write_preview(out, preview, cols: int = 6, zoom: int = 3, size=FRAME_SIZE) -> Path:
     """Contact sheet at the loader's size (`size`, H x W), enlarged `zoom` times like the
     real reference picture: val frames; a test sequence's frames and labels 100 frames
     apart; training frames and labels spread over the split."""
@@ -243,8 +245,8 @@ def _size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(__doc__)
     parser.add_argument("--out", required=True, type=Path, help="output dataset directory")
-    for flag, default in (("--train_frames", 23410), ("--val_frames", 630),
-                          ("--test_sequences", 5), ("--test_frames", 630)):
+    for flag, default in (("--train_frames", 23410), ("--val_frames", FRAMES_PER_SEQUENCE),
+                          ("--test_sequences", 5), ("--test_frames", FRAMES_PER_SEQUENCE)):
         parser.add_argument(flag, type=_positive_int, default=default,
                             help=f"number of {flag[2:].replace('_', ' ')}")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the whole world")
