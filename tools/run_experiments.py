@@ -14,6 +14,7 @@ from pathlib import Path
 if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from tools.compare_runs import compare  # noqa: E402
+from tools.recipes import decayed_teacher_forcing  # noqa: E402
 from utils.cli import run_script, tool_parser  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
@@ -23,8 +24,7 @@ KL_RUNS = {"kl_cyclical": ["--kl_anneal_type", "Cyclical"],
            "kl_none": ["--kl_anneal_type", "None"]}
 # Teacher forcing from the start, decaying to none by mid-budget, against none at all:
 # {name: (flags for a budget, label for a budget)}.
-TF_RUNS = {"tf_decay": (lambda budget: ["--tfr", "1.0", "--tfr_sde", "0",
-                                        "--tfr_d_step", repr(min(1.0, 2.0 / budget))],
+TF_RUNS = {"tf_decay": (decayed_teacher_forcing,
                         lambda budget: "teacher forcing 1.0, decaying to 0 by epoch "
                                        f"{math.ceil(budget / 2)}"),
            "tf_off": (lambda budget: ["--tfr", "0.0"], lambda budget: "no teacher forcing")}
