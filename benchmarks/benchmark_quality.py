@@ -39,9 +39,8 @@ from tools.synthetic_dance import PARAMS_FILE, PARTIAL_FILE  # noqa: E402
 from utils.cli import run_script, tool_parser  # noqa: E402
 from utils.metrics import FRAMES_PER_SEQUENCE, SCORED_FRAMES, row_psnr  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
-from utils.scoring import score  # noqa: E402
-from utils.submission import (load_ground_truth, match_rows, read_submission,  # noqa: E402
-                              write_submission)
+from utils.scoring import aligned_with_truth, score  # noqa: E402
+from utils.submission import read_submission, write_submission  # noqa: E402
 
 EARLY, LATE = SCORED_FRAMES[:100], SCORED_FRAMES[-100:]   # frames 1-100 and 501-600, for drift
 
@@ -69,10 +68,8 @@ def train(name, seed, data, out, epochs, extra, threads):
 
 def drift(submission, gt):
     """Per test sequence: mean grader PSNR over frames 501..600 minus 1..100."""
-    pred_ids, pred = read_submission(submission)
-    true_ids, true, _ = load_ground_truth(gt)
-    ids, pred_at, true_at = match_rows(pred_ids, true_ids)
-    psnr = row_psnr(pred[pred_at], true[true_at])
+    ids, pred, true, _ = aligned_with_truth(*read_submission(submission), gt)
+    psnr = row_psnr(pred, true)
     frame, sequence = ids % FRAMES_PER_SEQUENCE, ids // FRAMES_PER_SEQUENCE
     window = lambda s, frames: psnr[(sequence == s) & np.isin(frame, frames)].mean()  # noqa: E731
     return {int(s): float(window(s, LATE) - window(s, EARLY)) for s in np.unique(sequence)}
