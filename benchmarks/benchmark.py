@@ -189,7 +189,7 @@ def real_size_loading(pairs, frame_size):
     transform = transforms.Compose([transforms.Resize(list(frame_size)), transforms.ToTensor()])
     with tempfile.TemporaryDirectory(prefix="lab4_bench_real_") as tmp:
         root = generate_dataset(Path(tmp) / "data", train_frames=pairs, val_frames=1,
-                                test_sequences=1, test_frames=1, size=(1024, 512),
+                                test_sequences=1, test_frames=1, frame_size=(512, 1024),
                                 log=lambda *a, **k: None)
         files = list_images(root / "train" / "train_img")
         files += [root / "train" / "train_label" / f.name for f in files]
