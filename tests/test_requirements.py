@@ -31,10 +31,12 @@ def imported_modules(path):
 
 
 def local_names():
-    """Modules of this repository: its top-level files and folders, and the tests'
-    own helpers."""
+    """Modules of this repository: its top-level files and folders, the tests' own
+    helpers, and what a script run as `python tools/x.py` imports from beside it
+    (the _repo bootstrap)."""
     names = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if p.is_dir()}
-    return names | {p.stem for p in (ROOT / "tests").glob("*.py")}
+    beside = [p for place in ("tests", "tools", "benchmarks") for p in (ROOT / place).glob("*.py")]
+    return names | {p.stem for p in beside}
 
 
 def declared(requirements):
