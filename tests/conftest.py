@@ -27,7 +27,7 @@ def synthetic(tmp_path_factory, name, **counts):
     from tools.synthetic_dance import generate_dataset
 
     out = tmp_path_factory.mktemp("data") / name
-    return generate_dataset(out, train_frames=192, val_frames=40, size=(64, 32), workers=2,
+    return generate_dataset(out, train_frames=192, val_frames=40, frame_size=(32, 64), workers=2,
                             log=lambda *_: None, **counts)
 
 

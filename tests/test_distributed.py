@@ -110,7 +110,7 @@ def test_ddp_gradients_equal_single_process_union_batch(tmp_path):
 
 def test_torchrun_two_cpu_processes_train_one_epoch(tmp_path):
     data = generate_dataset(tmp_path / "data", train_frames=80, val_frames=12, test_sequences=1,
-                            test_frames=10, size=(64, 32), workers=1, log=lambda *_: None)
+                            test_frames=10, frame_size=(32, 64), workers=1, log=lambda *_: None)
     save_root = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     env["OMP_NUM_THREADS"] = "1"
@@ -228,7 +228,7 @@ def test_torchrun_worker_killed_mid_epoch_resumes_as_if_never_stopped(tmp_path):
     new run into the folder is refused on every rank, and the resume from last.ckpt
     ends with the uninterrupted run's metrics and weights."""
     data = generate_dataset(tmp_path / "data", train_frames=80, val_frames=12, test_sequences=1,
-                            test_frames=10, size=(64, 32), workers=1, log=lambda *_: None)
+                            test_frames=10, frame_size=(32, 64), workers=1, log=lambda *_: None)
     common = ["--DR", data, "--device", "cpu", "--num_workers", "0", "--train_vi_len", "4",
               "--val_vi_len", "8", "--batch_size", "2", "--tfr", "0.5", "--tfr_sde", "0", *TINY]
     straight, broken = tmp_path / "straight", tmp_path / "broken"

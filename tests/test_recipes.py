@@ -4,7 +4,7 @@ import torch
 
 import Tester
 import Trainer
-from tools.benchmark_quality import drift, rollout_gap, summarise, table
+from benchmarks.benchmark_quality import drift, rollout_gap, summarise, table
 from tools.recipes import ABLATIONS, cpu_recipe, template
 from utils.submission import write_submission
 from utils import schedules
@@ -81,9 +81,9 @@ def test_a_finished_row_is_not_tested_again_until_its_checkpoint_changes(tmp_pat
     import json
     import os
 
-    from tools import benchmark_quality as bq
+    from benchmarks import benchmark_quality as bq
     calls = []
-    monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
+    monkeypatch.setattr(bq, "run_script", lambda command, **kw: calls.append(command))
     (tmp_path / "default" / "seed0").mkdir(parents=True)
     ckpt = tmp_path / "default" / "seed0" / "best.ckpt"
     ckpt.write_bytes(b"weights")
@@ -100,7 +100,7 @@ def test_a_finished_row_is_not_tested_again_until_its_checkpoint_changes(tmp_pat
 
 
 def test_a_row_that_diverges_is_reported_with_its_error_not_lost(tmp_path):
-    from tools.benchmark_quality import failure
+    from benchmarks.benchmark_quality import failure
     log = tmp_path / "kl_mean.log"
     log.write_text("train 3:   0%|  | 0/73\r  error: non-finite loss at epoch 3, step 280 "
                    "(loss nan, MSE nan). Stopped before the update.\n")
@@ -117,10 +117,10 @@ def test_a_row_that_diverges_is_reported_with_its_error_not_lost(tmp_path):
 
 def test_any_dataset_is_taken_as_it_is_and_only_the_synthetic_world_is_generated(tmp_path,
                                                                                  monkeypatch):
-    from tools import benchmark_quality as bq
+    from benchmarks import benchmark_quality as bq
     from tools.synthetic_dance import PARAMS_FILE
     calls = []
-    monkeypatch.setattr(bq, "run", lambda command, **kw: calls.append(command))
+    monkeypatch.setattr(bq, "run_script", lambda command, **kw: calls.append(command))
     real = tmp_path / "real"
     (real / "test_gt" / "0").mkdir(parents=True)
     bq.ensure_dataset(real)                                  # real frames: never written into

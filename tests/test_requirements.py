@@ -8,6 +8,8 @@ import sys
 from conftest import ROOT
 
 PRODUCT = ["Trainer.py", "Tester.py", "dataloader.py", "modules", "utils", "tools"]
+# The research tools run on a user's machine with the product's requirements too.
+RESEARCH = ["benchmarks"]
 # Import names that differ from the name pip installs.
 DISTRIBUTION = {"PIL": "pillow", "xdist": "pytest-xdist"}
 
@@ -29,10 +31,12 @@ def imported_modules(path):
 
 
 def local_names():
-    """Modules of this repository: its top-level files and folders, and the tests'
-    own helpers."""
+    """Modules of this repository: its top-level files and folders, the tests' own
+    helpers, and what a script run as `python tools/x.py` imports from beside it
+    (the _repo bootstrap)."""
     names = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if p.is_dir()}
-    return names | {p.stem for p in (ROOT / "tests").glob("*.py")}
+    beside = [p for place in ("tests", "tools", "benchmarks") for p in (ROOT / place).glob("*.py")]
+    return names | {p.stem for p in beside}
 
 
 def declared(requirements):
@@ -63,7 +67,7 @@ def undeclared(places, requirements):
 
 
 def test_product_files_import_only_what_requirements_txt_declares():
-    assert undeclared(PRODUCT, "requirements.txt") == {}
+    assert undeclared(PRODUCT + RESEARCH, "requirements.txt") == {}
 
 
 def test_tests_import_only_what_requirements_dev_txt_declares():

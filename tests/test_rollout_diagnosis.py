@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 
+from benchmarks.rollout_diagnosis import by_position, by_region, load_sequences, pose_centre
 from conftest import TINY, run_cli
 from Trainer import VAE_Model
 from utils.config import ModelConfig
-from tools.rollout_diagnosis import by_position, by_region, load_sequences, pose_centre
 from utils.errors import UserError
 
 
@@ -78,7 +78,7 @@ def test_a_sequence_whose_true_frames_do_not_match_its_labels_is_named(small_dat
 def test_cli_reports_rollout_against_one_step_and_by_position(trained_run, small_dataset,
                                                              tmp_path):
     out = tmp_path / "report.json"
-    proc = run_cli("tools/rollout_diagnosis.py", "--DR", small_dataset, "--ckpt_path",
+    proc = run_cli("benchmarks/rollout_diagnosis.py", "--DR", small_dataset, "--ckpt_path",
                    trained_run.folder / "best.ckpt", "--device", "cpu", "--window", "4",
                    "--train_frames", "30", "--json", out)
     report = json.loads(out.read_text())

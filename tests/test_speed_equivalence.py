@@ -2,7 +2,7 @@
 
 VAE_Model.forward encodes every frame once and batches the encoders and the
 posterior over the clip; VAE_Model.rollout runs all sequences as one batch.
-tools/template_reference.py holds the naive one-frame-at-a-time loops they are
+tests/template_reference.py holds the naive one-frame-at-a-time loops they are
 timed against; here both run in fp32 on the same weights and the same noise.
 
 Rollouts are compared with the template itself: its networks, its plain
@@ -21,7 +21,7 @@ import torch
 
 import Trainer
 from conftest import assert_close_grads
-from tools.template_reference import TemplateModel, naive_clip_loss, naive_rollout
+from template_reference import TemplateModel, naive_clip_loss, naive_rollout
 from utils.flags import default_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_running_statistics_rollout_is_pytorch_eval_mode():
 def test_benchmark_quick_run_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     # One thread: on a shared 2-core machine a second thread mostly waits.
-    subprocess.run([sys.executable, "tools/benchmark.py", "--quick", "--device", "cpu",
+    subprocess.run([sys.executable, "benchmarks/benchmark.py", "--quick", "--device", "cpu",
                     "--threads", "1", "--json", str(out), *TINY, "--clip_len", "4",
                     "--rollout_frames", "6", "--test_sequences", "2", "--train_clips", "2",
                     "--repeats", "1", "--rollout_repeats", "1", "--matmul_size", "256"],

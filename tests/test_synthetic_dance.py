@@ -17,7 +17,7 @@ from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "synthetic_dance.py"
-TINY = dict(train_frames=40, val_frames=12, test_sequences=2, test_frames=10, size=(64, 32))
+TINY = dict(train_frames=40, val_frames=12, test_sequences=2, test_frames=10, frame_size=(32, 64))
 
 
 def _generate(out, **overrides):
@@ -225,7 +225,7 @@ def test_invalid_arguments_raise():
     with pytest.raises(UserError, match="--train_frames 0"):
         sd.generate_dataset("unused", train_frames=0)
     with pytest.raises(UserError, match="too small"):
-        sd.generate_dataset("unused", size=(10, 5))
+        sd.generate_dataset("unused", frame_size=(5, 10))
 
 
 def test_cli_generates_dataset_preview_and_then_skips(tmp_path, capsys):

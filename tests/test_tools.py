@@ -69,11 +69,11 @@ def test_quickstart_smoke(tiny_dataset, tmp_path):
 
 def test_gpu_check_stops_with_a_clear_message_where_there_is_no_cuda(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="", OUT=str(tmp_path))
-    done = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=ROOT, env=env, text=True,
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=120)
     assert done.returncode == 2
     assert "torch sees no CUDA device" in done.stderr and not list(tmp_path.iterdir())
     env["PYTHON"] = str(tmp_path / "no-such-python")
-    done = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=ROOT, env=env, text=True,
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=60)
     assert done.returncode == 2 and "cannot import torch" in done.stderr

@@ -7,10 +7,9 @@ Trainer.py leaves in --save_root) and writes loss.png, teacher_forcing.png,
 val_psnr.png, psnr_per_frame.png (each run's best epoch) and summary.md.
 """
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from utils.cli import tool_parser  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402

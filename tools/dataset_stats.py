@@ -18,17 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from dataloader import list_images, read_images, require_dir  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE, SCORED_FRAMES, psnr_from_mse  # noqa: E402
+from utils.submission import FRAME_SIZE  # noqa: E402
 
-SIZE = (32, 64)
-TAKE = 630
-SCORED = 600           # the grader scores frames 1..600 of a sequence
 INK = 250
 
 # figure -> (label, unit, real range, decimals). Studio mean, ink and PSNR ranges were
@@ -53,9 +50,10 @@ FIGURES = {
 
 
 def psnr(a, b):
-    """PSNR per frame (dB, data range 255) of uint8 arrays (..., 3, H, W)."""
+    """PSNR per frame (dB, data range 255, capped like every PSNR of the project) of
+    uint8 arrays (..., 3, H, W)."""
     mse = ((a.astype(np.float32) - b.astype(np.float32)) ** 2).mean(axis=(-3, -2, -1))
-    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+    return psnr_from_mse(mse, 255.0)
 
 
 def box_mean(images, size):
@@ -93,7 +91,7 @@ def frame_figures(frames):
     """Studio, dancer and motion figures of one sequence's frames (N, 3, H, W) uint8."""
     rgb = frames.reshape(len(frames), 3, -1).mean(axis=(0, 2))
     lum = frames.astype(np.float32).mean(axis=1)
-    blocks = box_mean(lum[:, : SIZE[0] // 4], 8)
+    blocks = box_mean(lum[:, : FRAME_SIZE[0] // 4], 8)
     figures = dict(mean_r=rgb[0], mean_g=rgb[1], mean_b=rgb[2],
                    top_light=float((blocks.max(axis=(1, 2)) - lum.mean(axis=(1, 2))).mean()))
     heights, widths, sizes, centres = [], [], [], []
@@ -110,9 +108,9 @@ def frame_figures(frames):
         figures.update(dancer_height=np.median(heights), dancer_width=np.median(widths),
                        dancer_pixels=np.mean(sizes), x_min=min(centres), x_max=max(centres))
     if len(frames) > 1:
-        last = min(len(frames) - 1, SCORED)
         figures["psnr_step"] = psnr(frames[1:], frames[:-1]).mean()
-        figures["psnr_copy"] = psnr(frames[1:last + 1], frames[:1]).mean()
+        scored = frames[SCORED_FRAMES.start:SCORED_FRAMES.stop]   # 1..600, or as many as there are
+        figures["psnr_copy"] = psnr(scored, frames[:1]).mean()
     return figures
 
 
@@ -142,9 +140,9 @@ def sequences(root, train_takes=None):
     train_img = root / "train" / "train_img"
     if train_img.is_dir():
         frames = list_images(train_img)
-        starts = range(0, len(frames) - 1, TAKE)
+        starts = range(0, len(frames) - 1, FRAMES_PER_SEQUENCE)
         for k in list(starts)[:train_takes]:
-            take = frames[k:k + TAKE]
+            take = frames[k:k + FRAMES_PER_SEQUENCE]
             found.append((f"train {k}-{k + len(take) - 1}", take,
                           [root / "train" / "train_label" / f.name for f in take]))
     if not found:
@@ -157,16 +155,17 @@ def measure(root, train_takes=None, workers=4):
     """Figures of every sequence: {name: {figure: value}}."""
     results = {}
     for name, frames, labels in sequences(root, train_takes):
-        figures = label_figures(read_images(labels, SIZE, workers).numpy())
+        figures = label_figures(read_images(labels, FRAME_SIZE, workers).numpy())
         if frames:
-            figures.update(frame_figures(read_images(frames, SIZE, workers).numpy()))
+            figures.update(frame_figures(read_images(frames, FRAME_SIZE, workers).numpy()))
         results[name] = {k: float(v) for k, v in figures.items()}
     return results
 
 
 def table(results):
     """One line per figure: its range over the sequences beside the real range."""
-    lines = [f"{'figure at 32x64':34s} {'this dataset':>17s}   {'real':>13s}"]
+    at = f"figure at {FRAME_SIZE[0]}x{FRAME_SIZE[1]}"
+    lines = [f"{at:34s} {'this dataset':>17s}   {'real':>13s}"]
     for key, (label, unit, (lo, hi), digits) in FIGURES.items():
         values = [r[key] for r in results.values() if key in r]
         if not values:
@@ -191,8 +190,8 @@ def main(argv=None):
     parser = tool_parser(__doc__)
     parser.add_argument("dataset", type=Path, help="dataset folder in the Lab 4 layout")
     parser.add_argument("--train_takes", type=int, default=None,
-                        help="measure only the first N 630-frame takes of the training split "
-                             "(all when omitted)")
+                        help=f"measure only the first N {FRAMES_PER_SEQUENCE}-frame takes of "
+                             "the training split (all when omitted)")
     parser.add_argument("--workers", type=int, default=4, help="image decoding threads")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write every sequence's figures to this JSON file")

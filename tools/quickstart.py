@@ -9,24 +9,21 @@ synthetic ground truth and prints where everything is. Every step is the real
 command-line tool in a subprocess, so what you see here is what you would type.
 """
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from tools.recipes import CPU_RECIPE, GPU_RECIPE, SMOKE_DATA, SMOKE_RECIPE  # noqa: E402
-from utils.cli import tool_parser  # noqa: E402
+from utils.cli import run_script, tool_parser  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 from utils.runtime import resolve_device  # noqa: E402
 
 
 def step(title, command):
-    print(f"\n=== {title}\n$ {' '.join(map(str, command))}", flush=True)
+    print(f"\n=== {title}", flush=True)
     started = time.time()
-    subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, check=True)
+    run_script(command)
     print(f"=== {title}: {time.time() - started:.0f} s", flush=True)
 
 

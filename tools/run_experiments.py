@@ -9,15 +9,13 @@ go to DIR/figures (tools/compare_runs.py). A run whose folder already holds a
 complete metrics.csv is kept, so an interrupted sweep can simply be rerun.
 """
 import math
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from tools.compare_runs import compare  # noqa: E402
-from utils.cli import tool_parser  # noqa: E402
+from tools.recipes import decayed_teacher_forcing  # noqa: E402
+from utils.cli import run_script, tool_parser  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
 
@@ -26,8 +24,7 @@ KL_RUNS = {"kl_cyclical": ["--kl_anneal_type", "Cyclical"],
            "kl_none": ["--kl_anneal_type", "None"]}
 # Teacher forcing from the start, decaying to none by mid-budget, against none at all:
 # {name: (flags for a budget, label for a budget)}.
-TF_RUNS = {"tf_decay": (lambda budget: ["--tfr", "1.0", "--tfr_sde", "0",
-                                        "--tfr_d_step", repr(min(1.0, 2.0 / budget))],
+TF_RUNS = {"tf_decay": (decayed_teacher_forcing,
                         lambda budget: "teacher forcing 1.0, decaying to 0 by epoch "
                                        f"{math.ceil(budget / 2)}"),
            "tf_off": (lambda budget: ["--tfr", "0.0"], lambda budget: "no teacher forcing")}
@@ -42,11 +39,9 @@ def train(name, out, data, budget, flags, extra):
     # Cycles of about 4 epochs (the template's 10 cycles of 7 over 70 epochs
     # at full budget); a --kl_anneal_cycle among the trainer flags wins.
     cycles = min(10, max(1, budget // 4))
-    command = [sys.executable, str(ROOT / "Trainer.py"), "--DR", str(data),
-               "--save_root", str(run_dir), "--num_epoch", str(budget),
-               "--kl_anneal_cycle", str(cycles), "--overwrite", *extra, *flags]
-    print(f"== {name}: {' '.join(command[1:])}", flush=True)
-    subprocess.run(command, check=True)
+    print(f"== {name}", flush=True)
+    run_script(["Trainer.py", "--DR", data, "--save_root", run_dir, "--num_epoch", budget,
+                "--kl_anneal_cycle", cycles, "--overwrite", *extra, *flags])
     return run_dir
 
 
@@ -62,12 +57,13 @@ def main(argv=None):
     if args.budget < 2:
         parser.error(f"--budget must be at least 2 epochs (a KL schedule needs 2 to rise), "
                      f"got {args.budget}")
-    out = Path(args.out)
-    runs = [train(name, out, args.DR, args.budget, flags, trainer_flags)
+    # Trainer.py runs in the repository root: the paths it gets are absolute.
+    out, data = Path(args.out).resolve(), Path(args.DR).resolve()
+    runs = [train(name, out, data, args.budget, flags, trainer_flags)
             for name, flags in KL_RUNS.items()]
     figures = compare(runs, out / "figures")
     if args.teacher_forcing:
-        tf_runs = [train(name, out, args.DR, args.budget, flags(args.budget), trainer_flags)
+        tf_runs = [train(name, out, data, args.budget, flags(args.budget), trainer_flags)
                    for name, (flags, _) in TF_RUNS.items()]
         figures += compare(tf_runs, out / "figures_teacher_forcing",
                            labels=[label(args.budget) for _, label in TF_RUNS.values()])

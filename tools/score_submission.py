@@ -11,10 +11,9 @@ every figure is over those present. Values outside 0..255 are an error whose
 message gives the score the grader would have given them.
 """
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from utils.cli import tool_parser  # noqa: E402
 from utils.errors import exit_on_user_error  # noqa: E402

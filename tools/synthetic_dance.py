@@ -9,14 +9,20 @@ Writes the real dataset's layout so every test, demo and benchmark can run offli
 
 Frames are --size; labels at least 256 pixels wide (tools/dance/render.py says why).
 
-The world is calibrated on the real data's figures (README, "The synthetic
-dataset"; tools/dataset_stats.py measures them): a man in a dark-blue shirt
+The synthetic world is a stand-in for the real videos, calibrated on their
+figures (tools/dataset_stats.py measures them): a man in a dark-blue shirt
 who turns, walks across the stage and towards the camera, filmed in a light-grey
 cyclorama with flickering exposure and sensor noise; his labels are OpenPose
 keypoints as a detector finds them, drawn faintly as Everybody Dance Now draws
 them. The training split is a chain of 630-frame takes; val barely moves; the
 test takes use other gestures and tempi than training. tools/dance/ holds the
-world; this file lays it out on disk.
+world; this file lays it out on disk. The world, its calibration and its limits
+are documented in docs/synthetic.md.
+
+Sizes: in the code a size is always `frame_size = (H, W)`, as the loader and
+torch give it (utils.submission.FRAME_SIZE is the loader's (32, 64)). Only what
+a user types or reads gives it as image files do, width first: the --size flag
+("128x64") and the "size" of synthetic_dance.json ([128, 64]).
 """
 from __future__ import annotations
 
@@ -33,9 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from dataloader import read_image  # noqa: E402
 from tools.dance.body import Stage, pose  # noqa: E402
@@ -45,16 +49,17 @@ from tools.dance.render import render_frame, render_label  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.fileio import atomic_write  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE  # noqa: E402
+from utils.submission import FRAME_SIZE  # noqa: E402
 
 PNG_LEVEL = 1          # noisy frames hardly compress; level 1 is fastest
 FORMAT_VERSION = 3      # 3: labels at least 256 wide, every take starts centre stage
-TAKE = 630                 # frames per take of the training split, like one real video
 PARAMS_FILE = "synthetic_dance.json"
 # Marks a folder as this generator's while it writes, so a rerun may clear it.
 PARTIAL_FILE = ".synthetic_dance.partial"
 FRAME_RE = re.compile(r"frame\d+\.png")
 TMP_RE = re.compile(r"\.frame\d+\.png\..+\.tmp")   # atomic_write's temporary files
-MIN_SIZE = (32, 16)
+MIN_FRAME_SIZE = (16, 32)   # (H, W)
 
 
 class Take:
@@ -107,8 +112,9 @@ def _split_plan(out: Path, params: dict) -> list[tuple[str, str, list]]:
         return [tuple((str(p),) for p in _pair_paths(out, split, first + k, seq))
                 for k in range(n)]
     n_train = params["train_frames"]
-    plan = [(f"train {k}-{min(n_train, k + TAKE) - 1}", "train",
-             frames("train", min(TAKE, n_train - k), first=k)) for k in range(0, n_train, TAKE)]
+    take = FRAMES_PER_SEQUENCE       # frames per take of the training split, like one real video
+    plan = [(f"train {k}-{min(n_train, k + take) - 1}", "train",
+             frames("train", min(take, n_train - k), first=k)) for k in range(0, n_train, take)]
     plan.append(("val", "val", frames("val", params["val_frames"])))
     for i in range(params["test_sequences"]):
         seq = frames("test", params["test_frames"], i)
@@ -128,13 +134,18 @@ def _clear_frames(out: Path) -> None:
             folder.rmdir()
 
 
-def _check_counts(counts: dict, size) -> None:
+def _wxh(frame_size) -> str:
+    """(H, W) as the command line writes it: WxH."""
+    return f"{frame_size[1]}x{frame_size[0]}"
+
+
+def _check_counts(counts: dict, frame_size) -> None:
     bad = [f"--{k} {v}" for k, v in counts.items() if int(v) < 1]
     if bad:
         raise UserError(f"counts must be positive: {', '.join(bad)}")
-    if size[0] < MIN_SIZE[0] or size[1] < MIN_SIZE[1]:
-        raise UserError(f"--size {size[0]}x{size[1]} is too small: at least "
-                        f"{MIN_SIZE[0]}x{MIN_SIZE[1]}")
+    if frame_size[0] < MIN_FRAME_SIZE[0] or frame_size[1] < MIN_FRAME_SIZE[1]:
+        raise UserError(f"--size {_wxh(frame_size)} is too small: at least "
+                        f"{_wxh(MIN_FRAME_SIZE)}")
 
 
 def _prepare(out: Path, params: dict, force: bool, log) -> bool:
@@ -154,25 +165,27 @@ def _prepare(out: Path, params: dict, force: bool, log) -> bool:
     return True
 
 
-def generate_dataset(out, train_frames: int = 23410, val_frames: int = 630,
-                     test_sequences: int = 5, test_frames: int = 630, seed: int = 0,
-                     size: tuple[int, int] = (128, 64), workers: int | None = None,
-                     force: bool = False, log=print) -> Path:
+def generate_dataset(out, train_frames: int = 23410, val_frames: int = FRAMES_PER_SEQUENCE,
+                     test_sequences: int = 5, test_frames: int = FRAMES_PER_SEQUENCE,
+                     seed: int = 0, frame_size: tuple[int, int] = (64, 128),
+                     workers: int | None = None, force: bool = False, log=print) -> Path:
     """Write the dataset to `out` unless it is already complete; return `out` as a Path.
 
-    `size` is (width, height). Equal arguments give byte-identical files for any `workers`.
-    Raises UserError for bad counts, a too small size or a folder it did not write.
+    `frame_size` is the frame files' (H, W). Equal arguments give byte-identical files
+    for any `workers`. Raises UserError for bad counts, a too small size or a folder it
+    did not write.
     """
     counts = dict(train_frames=train_frames, val_frames=val_frames,
                   test_sequences=test_sequences, test_frames=test_frames)
-    _check_counts(counts, size)
+    _check_counts(counts, frame_size)
     out = Path(out)
+    height, width = int(frame_size[0]), int(frame_size[1])
     params = dict(generator="synthetic_dance", version=FORMAT_VERSION, seed=int(seed),
-                  size=[int(size[0]), int(size[1])], **{k: int(v) for k, v in counts.items()})
+                  size=[width, height], **{k: int(v) for k, v in counts.items()})
     if not _prepare(out, params, force, log):
         return out
     workers = workers or os.cpu_count() or 1
-    stage = Stage(*params["size"])
+    stage = Stage(width=width, height=height)
     plan = _split_plan(out, params)
     train_takes = sum(style == "train" for _, style, _ in plan)
     root = np.random.SeedSequence(params["seed"])
@@ -198,8 +211,8 @@ def generate_dataset(out, train_frames: int = 23410, val_frames: int = 630,
     return out
 
 
-def write_preview(out, preview, cols: int = 6, zoom: int = 3, size=(32, 64)) -> Path:
-    """Contact sheet at the loader's size (`size`, H x W), enlarged `zoom` times like the
+def write_preview(out, preview, cols: int = 6, zoom: int = 3, frame_size=FRAME_SIZE) -> Path:
+    """Contact sheet at the loader's `frame_size` (H, W), enlarged `zoom` times like the
     real reference picture: val frames; a test sequence's frames and labels 100 frames
     apart; training frames and labels spread over the split."""
     out, preview = Path(out), Path(preview)
@@ -209,12 +222,12 @@ def write_preview(out, preview, cols: int = 6, zoom: int = 3, size=(32, 64)) -> 
     test = [("test", 0, min(n_test - 1, 100 * k)) for k in range(cols)]
     train = [("train", 0, k * (n_train - 1) // (cols - 1)) for k in range(cols)]
     rows = [(val, 0), (test, 0), (test, 1), (train, 0), (train, 1)]
-    h, w = size[0] * zoom, size[1] * zoom
+    h, w = frame_size[0] * zoom, frame_size[1] * zoom
     sheet = Image.new("RGB", (cols * w, len(rows) * h), (255, 255, 255))
     for r, (row, which) in enumerate(rows):
         for c, (split, seq, k) in enumerate(row):
             path = _pair_paths(out, split, k, seq)[which]
-            tile = read_image(path, size).permute(1, 2, 0).numpy()
+            tile = read_image(path, frame_size).permute(1, 2, 0).numpy()
             sheet.paste(Image.fromarray(tile).resize((w, h), Image.NEAREST), (c * w, r * h))
     preview.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(preview)
@@ -231,33 +244,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _size(text: str) -> tuple[int, int]:
+def _frame_size(text: str) -> tuple[int, int]:
+    """--size WIDTHxHEIGHT -> frame_size (H, W)."""
     match = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
     if not match:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 128x64, got {text!r}")
-    width, height = int(match[1]), int(match[2])
-    if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
+    frame_size = int(match[2]), int(match[1])
+    if frame_size[0] < MIN_FRAME_SIZE[0] or frame_size[1] < MIN_FRAME_SIZE[1]:
         raise argparse.ArgumentTypeError(
-            f"must be at least {MIN_SIZE[0]}x{MIN_SIZE[1]}, got {width}x{height}")
-    return width, height
+            f"must be at least {_wxh(MIN_FRAME_SIZE)}, got {_wxh(frame_size)}")
+    return frame_size
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(__doc__)
     parser.add_argument("--out", required=True, type=Path, help="output dataset directory")
-    for flag, default in (("--train_frames", 23410), ("--val_frames", 630),
-                          ("--test_sequences", 5), ("--test_frames", 630)):
+    for flag, default in (("--train_frames", 23410), ("--val_frames", FRAMES_PER_SEQUENCE),
+                          ("--test_sequences", 5), ("--test_frames", FRAMES_PER_SEQUENCE)):
         parser.add_argument(flag, type=_positive_int, default=default,
                             help=f"number of {flag[2:].replace('_', ' ')}")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the whole world")
-    parser.add_argument("--size", type=_size, default="128x64",
+    parser.add_argument("--size", dest="frame_size", metavar="SIZE", type=_frame_size,
+                        default="128x64",
                         help="frame size WIDTHxHEIGHT, at least 32x16; labels are written "
                              "at least 256 wide, the same shape; the real files are 1024x512")
     parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                         help="parallel render processes, one per core by default")
     parser.add_argument("--preview", type=Path, default=None,
                         help="also write a contact sheet of frames and labels at the "
-                             "loader's 64x32 to this PNG")
+                             f"loader's {_wxh(FRAME_SIZE)} to this PNG")
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if a complete dataset exists")
     return parser
@@ -268,7 +283,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         generate_dataset(args.out, args.train_frames, args.val_frames, args.test_sequences,
-                         args.test_frames, args.seed, args.size, args.workers, args.force)
+                         args.test_frames, args.seed, args.frame_size, args.workers, args.force)
     except UserError as error:
         parser.error(f"--out: {error}" if "refusing" in str(error) else str(error))
     if args.preview:

@@ -9,22 +9,31 @@ PUBLIC_SEQUENCES = (0, 1, 2)
 PSNR_CAP_DB = 100.0
 
 
+def psnr_from_mse(mse, data_range=1.0):
+    """The one PSNR formula: 10 log10(data_range^2 / MSE) in dB, capped at PSNR_CAP_DB.
+
+    mse: a tensor or a numpy array (or scalar) of mean squared errors; the result
+    is of the same kind and precision.
+    """
+    floor = data_range ** 2 * 10 ** (-PSNR_CAP_DB / 10)
+    if isinstance(mse, torch.Tensor):
+        return 10 * torch.log10(data_range ** 2 / mse.clamp_min(floor))
+    return 10 * np.log10(data_range ** 2 / np.maximum(mse, floor))
+
+
 def psnr_per_frame(pred, target, data_range=1.0):
     """PSNR of each frame: (..., C, H, W) -> (...), computed before any averaging.
 
     The template averaged the MSE over the batch before the log, which is wrong
     for batch size > 1; here every frame gets its own MSE.
     """
-    mse = (pred.float() - target.float()).pow(2).flatten(-3).mean(-1)
-    floor = data_range ** 2 * 10 ** (-PSNR_CAP_DB / 10)
-    return 10 * torch.log10(data_range ** 2 / mse.clamp_min(floor))
+    return psnr_from_mse((pred.float() - target.float()).pow(2).flatten(-3).mean(-1), data_range)
 
 
 def row_psnr(pred_rows, true_rows):
     """The grader's PSNR of each CSV row (values 0..255, data range 255)."""
     diff = np.asarray(pred_rows, dtype=np.float64) - np.asarray(true_rows, dtype=np.float64)
-    floor = 255.0 ** 2 * 10 ** (-PSNR_CAP_DB / 10)
-    return 10 * np.log10(255.0 ** 2 / np.maximum((diff ** 2).mean(axis=1), floor))
+    return psnr_from_mse((diff ** 2).mean(axis=1), 255.0)
 
 
 def grader_scores(pred_rows, true_rows, ids, usage=None):

@@ -8,6 +8,15 @@ from utils.submission import listed, load_ground_truth, match_rows, read_submiss
 SEQUENCES = 5  # in the competition's test split
 
 
+def aligned_with_truth(pred_ids, pred_rows, gt):
+    """A submission's rows beside the ground truth's, matched by id: (ids, predicted
+    rows, true rows, usage or None), in id order, only ids present in both. gt: a
+    folder, a CSV, or Kaggle's solution file with its Usage column."""
+    true_ids, true_rows, usage = load_ground_truth(gt)
+    ids, pred_at, true_at = match_rows(pred_ids, true_ids)
+    return ids, pred_rows[pred_at], true_rows[true_at], None if usage is None else usage[true_at]
+
+
 def score(submission, gt):
     """Scores of a submission file against ground truth (a folder, a CSV, or
     Kaggle's solution file with its Usage column); see grader_scores.
@@ -16,9 +25,8 @@ def score(submission, gt):
     but the message gives the score the grader would have given the raw values.
     """
     pred_ids, pred_rows = read_submission(submission, check_range=False)
-    true_ids, true_rows, usage = load_ground_truth(gt)
-    ids, pred_at, true_at = match_rows(pred_ids, true_ids)
-    parts = [pred_rows[pred_at], true_rows[true_at], ids, None if usage is None else usage[true_at]]
+    ids, pred, true, usage = aligned_with_truth(pred_ids, pred_rows, gt)
+    parts = [pred, true, ids, usage]
     result = grader_scores(*parts)
     result["split"] = "sequences" if usage is None else "usage"
     outside = np.flatnonzero((pred_rows < 0).any(1) | (pred_rows > 255).any(1))

@@ -15,6 +15,7 @@ from utils.images import list_images, read_images, to_uint8
 from utils.metrics import FRAMES_PER_SEQUENCE
 
 FRAME_SHAPE = (3, 32, 64)
+FRAME_SIZE = FRAME_SHAPE[1:]     # (H, W): the size every frame is loaded and scored at
 PIXELS = int(np.prod(FRAME_SHAPE))
 MAX_LISTED = 5  # problems of one kind listed before "and N more"
 
@@ -140,7 +141,7 @@ def _read_table(path, expected_rows, check_range, what, usage_allowed=False):
     return np.array(ids), rows, np.array(usage) if usage_at is not None else None
 
 
-def load_ground_truth(source, frame_size=FRAME_SHAPE[1:]):
+def load_ground_truth(source, frame_size=FRAME_SIZE):
     """Ground truth as CSV rows -> (ids, rows, usage): a CSV (a submission or Kaggle's
     solution file, see read_solution), or a folder of sequences ``<i>/frame<N>.png``
     (resized like the loader; usage None)."""

@@ -1,6 +1,6 @@
 """The ablation table: each recipe choice as one measured row on unseen test sequences.
 
-    python tools/benchmark_quality.py [--data data/synthetic] [--out runs/quality]
+    python benchmarks/benchmark_quality.py [--data data/synthetic] [--out runs/quality]
         [--rows default template ...] [--seeds 3] [--epochs 12] [--jobs 2]
         [--ckpt best] [Trainer flags]
 
@@ -15,7 +15,7 @@ gives each row's mean over seeds and its spread. The copy-first-frame baseline
 is scored in every run.
 
 Two rollout figures per row: the worst 100-frame window's PSNR lost against
-predicting each frame from the true previous one (tools/rollout_diagnosis.py:
+predicting each frame from the true previous one (benchmarks/rollout_diagnosis.py:
 the error a rollout adds), and frames 501-600 against 1-100 (how hard the late
 frames are). Finished runs are kept, so an interrupted table is completed by
 running the same command again. The table goes to <out>/quality.md and
@@ -26,38 +26,27 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from dataloader import DanceTestSequences  # noqa: E402
 from tools.recipes import ABLATIONS, CPU_EPOCHS, cpu_recipe  # noqa: E402
 from tools.synthetic_dance import PARAMS_FILE, PARTIAL_FILE  # noqa: E402
-from utils.cli import tool_parser  # noqa: E402
-from utils.metrics import FRAMES_PER_SEQUENCE, row_psnr  # noqa: E402
+from utils.cli import run_script, tool_parser  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE, SCORED_FRAMES, row_psnr  # noqa: E402
 from utils.runlog import read_metrics  # noqa: E402
-from utils.scoring import score  # noqa: E402
-from utils.submission import (load_ground_truth, match_rows, read_submission,  # noqa: E402
-                              write_submission)
+from utils.scoring import aligned_with_truth, score  # noqa: E402
+from utils.submission import read_submission, write_submission  # noqa: E402
 
-EARLY, LATE = range(1, 101), range(501, 601)   # frames compared for drift
+EARLY, LATE = SCORED_FRAMES[:100], SCORED_FRAMES[-100:]   # frames 1-100 and 501-600, for drift
 
 
 def slug(name):
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def run(command, log=None, threads=None):
-    print("$ " + " ".join(map(str, command)), flush=True)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    with open(log, "w") if log else open(os.devnull, "w") as sink:
-        subprocess.run([sys.executable, *map(str, command)], cwd=ROOT, env=env, check=True,
-                       stdout=sink if log else None, stderr=subprocess.STDOUT if log else None)
 
 
 def run_dir(out, name, seed):
@@ -72,17 +61,15 @@ def train(name, seed, data, out, epochs, extra, threads):
         return
     flags = ABLATIONS[name][1](epochs)
     # An incomplete run there starts again; --overwrite keeps it in previous-<N>/.
-    run(["Trainer.py", "--DR", data, "--save_root", folder, "--device", "cpu", "--overwrite",
-         *cpu_recipe(epochs), *flags, *extra, "--seed", seed],
-        log=out / f"{slug(name)}.seed{seed}.log", threads=threads)
+    run_script(["Trainer.py", "--DR", data, "--save_root", folder, "--device", "cpu",
+                "--overwrite", *cpu_recipe(epochs), *flags, *extra, "--seed", seed],
+               log=out / f"{slug(name)}.seed{seed}.log", threads=threads)
 
 
 def drift(submission, gt):
     """Per test sequence: mean grader PSNR over frames 501..600 minus 1..100."""
-    pred_ids, pred = read_submission(submission)
-    true_ids, true, _ = load_ground_truth(gt)
-    ids, pred_at, true_at = match_rows(pred_ids, true_ids)
-    psnr = row_psnr(pred[pred_at], true[true_at])
+    ids, pred, true, _ = aligned_with_truth(*read_submission(submission), gt)
+    psnr = row_psnr(pred, true)
     frame, sequence = ids % FRAMES_PER_SEQUENCE, ids // FRAMES_PER_SEQUENCE
     window = lambda s, frames: psnr[(sequence == s) & np.isin(frame, frames)].mean()  # noqa: E731
     return {int(s): float(window(s, LATE) - window(s, EARLY)) for s in np.unique(sequence)}
@@ -90,7 +77,7 @@ def drift(submission, gt):
 
 def rollout_gap(report):
     """The most PSNR (dB) any window of any sequence loses rolled out against one
-    step from the true previous frame, from a tools/rollout_diagnosis.py report."""
+    step from the true previous frame, from a benchmarks/rollout_diagnosis.py report."""
     return max(step - roll for rows in report["sequences"].values()
                for _, _, roll, step in rows)
 
@@ -107,11 +94,11 @@ def test(name, seed, data, out, ckpt="best", threads=None):
     if kept.is_file() and kept.stat().st_mtime > checkpoint.stat().st_mtime:
         return json.loads(kept.read_text())
     log = out / f"{slug(name)}.seed{seed}.test.log"
-    run(["Tester.py", "--DR", data, "--save_root", test_dir, "--device", "cpu",
-         "--ckpt_path", checkpoint, *test_flags], log=log, threads=threads)
-    run(["tools/rollout_diagnosis.py", "--DR", data, "--ckpt_path", checkpoint, "--device",
-         "cpu", "--train_frames", "0", "--json", test_dir / "rollout.json", *test_flags],
-        log=log.with_suffix(".rollout.log"), threads=threads)
+    run_script(["Tester.py", "--DR", data, "--save_root", test_dir, "--device", "cpu",
+                "--ckpt_path", checkpoint, *test_flags], log=log, threads=threads)
+    run_script(["benchmarks/rollout_diagnosis.py", "--DR", data, "--ckpt_path", checkpoint,
+                "--device", "cpu", "--train_frames", "0", "--json", test_dir / "rollout.json",
+                *test_flags], log=log.with_suffix(".rollout.log"), threads=threads)
     submission = test_dir / "submission.csv"
     metrics = read_metrics(trained)
     result = {"val_psnr": max(r["val_psnr"] for r in metrics),
@@ -201,7 +188,7 @@ def ensure_dataset(data):
     """The synthetic world is generated where data is missing or is one of its own
     folders; any other folder is taken as it is (real data, for one)."""
     if not data.exists() or (data / PARAMS_FILE).is_file() or (data / PARTIAL_FILE).is_file():
-        run(["tools/synthetic_dance.py", "--out", data])
+        run_script(["tools/synthetic_dance.py", "--out", data])
     if not (data / "test_gt").is_dir():
         raise SystemExit(f"'{data / 'test_gt'}' is missing: the table scores test sequences "
                          "against their true frames (<data>/test_gt/<i>/frame<N>.png).")

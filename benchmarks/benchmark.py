@@ -1,14 +1,14 @@
 """How fast is this project? Training step, test rollout, data loading, submission.
 
-    python tools/benchmark.py [--device auto|cpu|cuda] [--json FILE] [--quick]
-                              [--batch_size 2] [--clip_len 16] [--repeats N] [Trainer.py flags]
+    python benchmarks/benchmark.py [--device auto|cpu|cuda] [--json FILE] [--quick]
+                                   [--batch_size 2] [--clip_len 16] [--repeats N] [Trainer.py flags]
 
 Any Trainer.py flag (--F_dim, --amp, --no-channels_last, --compile, ...) is passed
 on to the project's model; without them it runs with the project's defaults.
 
 Everything is measured in one process on a small synthetic dataset (written to a
 temporary folder). The project is compared with the NAIVE REFERENCE of
-tools/template_reference.py: the course template's loop, one frame at a time,
+tests/template_reference.py: the course template's loop, one frame at a time,
 re-encoding every frame it needs, in fp32. Variants being compared run
 interleaved (A, B, A, B, ...) after a warm-up and each figure is a median, so a
 load from other processes hits all variants alike and the ratios stay
@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +29,16 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, DanceTestSequences, list_images, read_images  # noqa: E402
 from tools.synthetic_dance import generate_dataset  # noqa: E402
-from tools.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
+from tests.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
                                       naive_training_step)
 from utils.cli import tool_parser  # noqa: E402
 from utils.flags import default_args, validate_args  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE  # noqa: E402
 from utils.runtime import resolve_amp, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
@@ -164,8 +163,9 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer repeats and a short rollout")
     args, project_flags = p.parse_known_args(argv)
     quick = args.quick
-    defaults = dict(repeats=(5, 2), rollout_repeats=(5, 2), rollout_frames=(630, 40),
-                    train_clips=(40, 8), matmul_size=(4096, 1024), real_size_pairs=(200, 20))
+    defaults = dict(repeats=(5, 2), rollout_repeats=(5, 2),
+                    rollout_frames=(FRAMES_PER_SEQUENCE, 40), train_clips=(40, 8),
+                    matmul_size=(4096, 1024), real_size_pairs=(200, 20))
     for name, (full, short) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
@@ -190,7 +190,7 @@ def real_size_loading(pairs, frame_size):
     transform = transforms.Compose([transforms.Resize(list(frame_size)), transforms.ToTensor()])
     with tempfile.TemporaryDirectory(prefix="lab4_bench_real_") as tmp:
         root = generate_dataset(Path(tmp) / "data", train_frames=pairs, val_frames=1,
-                                test_sequences=1, test_frames=1, size=(1024, 512),
+                                test_sequences=1, test_frames=1, frame_size=(512, 1024),
                                 log=lambda *a, **k: None)
         files = list_images(root / "train" / "train_img")
         files += [root / "train" / "train_label" / f.name for f in files]

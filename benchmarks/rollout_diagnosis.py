@@ -1,6 +1,6 @@
 """Where a rollout loses PSNR: error carried along the rollout, or frames that are harder.
 
-    python tools/rollout_diagnosis.py --DR <dataset> --ckpt_path <ckpt> [Tester.py flags]
+    python benchmarks/rollout_diagnosis.py --DR <dataset> --ckpt_path <ckpt> [Tester.py flags]
 
 Each sequence with true frames is predicted twice with the same weights and
 z = 0: rolled out from frame 0, as Tester.py submits it, and frame by frame
@@ -21,13 +21,12 @@ validation computes it. Other flags are Tester.py's (e.g. --bn_rollout).
 """
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.path)
 
 from dataloader import DanceTestSequences, paired_files, to_unit_float  # noqa: E402
 from Tester import get_tester_parser, load_test_model  # noqa: E402

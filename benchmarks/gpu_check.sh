@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # One-shot GPU check, about 8 minutes on one GPU: the training step and the test
-# rollout against the naive loop (tools/benchmark.py) in bf16, fp16 and fp32, NCHW
+# rollout against the naive loop (benchmarks/benchmark.py) in bf16, fp16 and fp32, NCHW
 # against channels-last, --compile in its default mode and with CUDA graphs, then
 # the quickstart's GPU recipe end to end. Each step has a time limit, so a slow or
 # failing one costs only its own; every log lands in $OUT (default runs/gpu_check)
 # and the tables are printed at the end.
 #
-#     bash tools/gpu_check.sh            # PYTHON=... picks the interpreter (python3)
+#     bash benchmarks/gpu_check.sh            # PYTHON=... picks the interpreter (python3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-runs/gpu_check}
 
 if ! "$PY" -c "import torch" 2> /dev/null; then
-    echo "tools/gpu_check.sh: $PY cannot import torch; pip install -r requirements.txt," \
+    echo "benchmarks/gpu_check.sh: $PY cannot import torch; pip install -r requirements.txt," \
          "or name the interpreter that has it: PYTHON=/path/to/python bash $0" >&2
     exit 2
 fi
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "tools/gpu_check.sh: torch sees no CUDA device; run this on a machine with an" \
+    echo "benchmarks/gpu_check.sh: torch sees no CUDA device; run this on a machine with an" \
          "NVIDIA GPU (nvidia-smi lists it) and a CUDA build of torch." >&2
     exit 2
 fi
@@ -33,7 +33,7 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit, log to $OU
     echo "=== $name: exit $? after $((SECONDS - started)) s"
 }
 
-BENCH=(tools/benchmark.py --device cuda --quick --real_size_pairs 0)
+BENCH=(benchmarks/benchmark.py --device cuda --quick --real_size_pairs 0)
 step bench_bf16 60 "$PY" "${BENCH[@]}" --amp bf16 --json "$OUT/bench_bf16.json"
 step bench_fp16 45 "$PY" "${BENCH[@]}" --amp fp16 --json "$OUT/bench_fp16.json"
 step bench_fp32 45 "$PY" "${BENCH[@]}" --amp off --json "$OUT/bench_fp32.json"
