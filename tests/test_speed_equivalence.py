@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 import Trainer
 from conftest import assert_close_grads
+from tools.benchmark import REAL_PAIRS, build_models
 from tools.template_reference import TemplateModel, naive_clip_loss, naive_rollout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,8 +160,7 @@ def test_the_benchmark_times_the_naive_loop_on_the_projects_model():
     """tools/benchmark.py's naive reference holds the project's weights, in fp32: with
     the same z, its loop gives the project's rollout (one sequence, so the generator
     draws z in the same order), so the speed-ups compare the same computation."""
-    from tools import benchmark
-    model, reference = benchmark.build_models([*TINY, "--amp", "off"], torch.device("cpu"))
+    model, reference = build_models([*TINY, "--amp", "off"], torch.device("cpu"))
     assert (reference.args.amp, reference.args.channels_last) == ("off", False)
     first, labels = torch.rand(1, 3, H, W), torch.rand(1, 6, 3, H, W)
     got = model.rollout(first, labels, generator=torch.Generator().manual_seed(0))
@@ -178,22 +178,24 @@ def test_benchmark_quick_run_writes_consistent_json(tmp_path):
                     "--real_size_pairs", "2"],
                    check=True, timeout=120, cwd=ROOT, capture_output=True)
     r = json.loads(out.read_text())
-    from tools.benchmark import REAL_PAIRS
     assert r["dims"]["F_dim"] == 16 and r["settings"]["project_flags"] == TINY
     # What was measured: 2 clips of 4 frames, 2 sequences of 6 frames, their 12 rows.
     assert (r["data_clips"], r["rollout_sequences"], r["rollout_frames"],
             r["submission_rows"]) == (2, 2, 6, 12)
     # Every figure is the median of its repeats, and each speed-up their ratio.
-    for figures, raw in (("train_step_s", "train_step_raw_s"), ("data_epoch_s", "data_epoch_raw_s")):
-        assert set(r[figures]) == set(r[raw])
-        for name, times in r[raw].items():
-            assert len(times) == 3 and r[figures][name] == pytest.approx(statistics.median(times)), name
-    assert r["submission_write_s"] == pytest.approx(statistics.median(r["submission_write_raw_s"]))
+    median = lambda times: pytest.approx(statistics.median(times))  # noqa: E731
+    for figures in ("train_step_s", "data_epoch_s"):
+        raw = r[figures[:-len("_s")] + "_raw_s"]
+        assert set(r[figures]) == set(raw)
+        for name, times in raw.items():
+            assert len(times) == 3 and r[figures][name] == median(times), name
+    assert r["submission_write_s"] == median(r["submission_write_raw_s"])
     ts, rs, raw = r["train_step_s"], r["rollout_s"], r["rollout_raw_s"]
     assert r["train_speedup_vs_naive"] == pytest.approx(ts["naive_tf_off"] / ts["project_tf_off"])
-    assert r["train_speedup_vs_naive_tf_on"] == pytest.approx(ts["naive_tf_on"] / ts["project_tf_on"])
+    assert r["train_speedup_vs_naive_tf_on"] == pytest.approx(
+        ts["naive_tf_on"] / ts["project_tf_on"])
     assert len(raw["project"]) == len(raw["naive_per_sequence"]) == 2
-    assert rs["project"] == pytest.approx(statistics.median(raw["project"]))
+    assert rs["project"] == median(raw["project"])
     assert rs["naive"] == pytest.approx(2 * statistics.median(raw["naive_per_sequence"]))
     assert r["rollout_speedup_vs_naive"] == pytest.approx(rs["naive"] / rs["project"])
     # FLOPs: with teacher forcing off both encode every frame twice (as input and as a
