@@ -27,9 +27,9 @@ def test_clips_are_consecutive_non_overlapping_and_ordered_by_integer(tmp_path):
     frames, labels = ds[1]
     assert frames.shape == labels.shape == (5, 3, 8, 16)
     # frame10 and frame11 must come after frame9, not after frame1
-    grey = (frames[:, 0, 0, 0] * 255).round().int().tolist()
-    assert grey == [50, 60, 70, 80, 90]
-    assert 0.0 <= frames.min() and frames.max() <= 1.0
+    red, blue = ((frames[:, c, 0, 0] * 255).round().int().tolist() for c in (0, 2))
+    assert red == [50, 60, 70, 80, 90]
+    assert blue == [205, 195, 185, 175, 165]         # RGB order: blue is 255 - red here
 
 
 def test_partial_and_mode_val(tmp_path):

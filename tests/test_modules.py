@@ -69,42 +69,30 @@ def test_modules_reproduce_template_outputs(reference):
         torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
-def test_predictor_forward_returns_its_mu_and_logvar(reference):
-    nets = template_networks()
+def test_predictor_forward_returns_its_z_mu_and_logvar():
+    """What the reference test does not run: the predictor's own forward, which
+    concatenates (frame, label) in that order, splits mu before logvar, and draws
+    z = mu + eps * exp(logvar / 2)."""
+    nets = template_networks(16, 16, 4, 24)
     fill_by_contract_rule(nets)
-    nets.eval()
-    features = torch.randn(2, 160, 8, 16)
-    z, mu, logvar = nets["Gaussian_Predictor"](features[:, :128], features[:, 128:])
+    features = torch.randn(2, 32, 8, 16)
+    torch.manual_seed(1)
+    z, mu, logvar = nets["Gaussian_Predictor"](features[:, :16], features[:, 16:])
     mu_ref, logvar_ref = nn.Sequential.forward(nets["Gaussian_Predictor"], features).chunk(2, 1)
     torch.testing.assert_close(mu, mu_ref)
     torch.testing.assert_close(logvar, logvar_ref)
-    assert z.shape == mu.shape == (2, 12, 8, 16)
+    torch.manual_seed(1)
+    torch.testing.assert_close(z, mu_ref + torch.randn_like(mu_ref) * (0.5 * logvar_ref).exp())
 
 
 def test_state_dict_keys_and_shapes_match_template():
+    """Checkpoints of the template load here and back: the same keys and shapes,
+    the same parameter count (values alone would not show a renamed layer)."""
     expected = json.loads((FIXTURES / "state_dict.json").read_text())
     state = template_networks(**expected["args"]).state_dict()
     assert {k: list(v.shape) for k, v in state.items()} == expected["state_dict"]
-    assert len(state) == 209
     n_params = sum(p.numel() for p in template_networks().parameters())
     assert n_params == 1_585_620
-
-
-def test_convolutions_keep_spatial_size():
-    nets = template_networks(16, 16, 4, 24)
-    x = torch.rand(3, 3, 32, 64)
-    f = nets["frame_transformation"](x)
-    l = nets["label_transformation"](x)
-    z, mu, logvar = nets["Gaussian_Predictor"](f, l)
-    out = nets["Generator"](nets["Decoder_Fusion"](f, l, z))
-    assert f.shape == (3, 16, 32, 64) and l.shape == (3, 16, 32, 64)
-    assert z.shape == (3, 4, 32, 64)
-    assert out.shape == (3, 3, 32, 64)
-
-
-def test_label_encoder_keeps_identity_leaky_relu():
-    act = Label_Encoder(3, 32)[3]
-    assert isinstance(act, nn.LeakyReLU) and act.negative_slope == 1.0
 
 
 def test_reparameterize_matches_mean_and_variance():
