@@ -127,7 +127,7 @@ class Test_model(VAE_Model):
 
 
 def sanity_check(dataset, frame_size):
-    """Kaggle expects 630 frames of 3x32x64 per sequence."""
+    """Kaggle expects FRAMES_PER_SEQUENCE frames of FRAME_SHAPE per sequence."""
     problems = []
     if (3, *frame_size) != FRAME_SHAPE:
         problems.append(f"frames are {frame_size[0]}x{frame_size[1]}, the submission needs "

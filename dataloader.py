@@ -21,11 +21,18 @@ from torch.utils.data import Dataset
 
 from utils.errors import UserError
 from utils.images import frame_index, list_images, read_image, read_images
+from utils.submission import FRAME_SIZE
 
 LAYOUT = """expected layout:
     <DR>/train/train_img/frame<N>.png   <DR>/train/train_label/frame<N>.png
     <DR>/val/val_img/frame<N>.png       <DR>/val/val_label/frame<N>.png
     <DR>/test/test_img/<i>/frame0.png   <DR>/test/test_label/<i>/frame<N>.png"""
+
+
+def get_key(fp):
+    """The template's sort key of a frame file: the integer in its name
+    (frame12.png -> 12), so frame2 comes before frame10."""
+    return frame_index(fp)
 
 
 def require_dir(path, what):
@@ -62,7 +69,7 @@ class Dataset_Dance(Dataset):
     """
 
     def __init__(self, root, transform=None, mode="train", video_len=7, partial=1.0,
-                 *, frame_size=(32, 64), cache=True, workers=4):
+                 *, frame_size=FRAME_SIZE, cache=True, workers=4):
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', not {mode!r}")
         root = require_dir(root, "dataset root (--DR)")
@@ -111,7 +118,7 @@ class DanceTestSequences(Dataset):
     ``names`` holds the folder names, ordered by their integer.
     """
 
-    def __init__(self, root, frame_size=(32, 64), workers=4):
+    def __init__(self, root, frame_size=FRAME_SIZE, workers=4):
         root = require_dir(root, "dataset root (--DR)")
         img_root = require_dir(root / "test" / "test_img", "test frame folder")
         label_root = require_dir(root / "test" / "test_label", "test label folder")

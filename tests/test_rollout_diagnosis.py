@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.rollout_diagnosis import by_position, by_region, load_sequences, pose_centre
-from conftest import TINY, run_cli
+from conftest import run_cli
 from Trainer import VAE_Model
 from utils.config import ModelConfig
 from utils.errors import UserError

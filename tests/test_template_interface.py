@@ -119,3 +119,10 @@ def test_testing_builds_no_optimizer(trained_run, tiny_dataset, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.glob("pred_seq*.gif")) == [
         f"pred_seq{i}.gif" for i in range(5)]
     assert model._trainer is None
+
+
+def test_get_key_orders_frames_by_the_integer_in_their_names(tmp_path):
+    from dataloader import get_key
+    names = ["frame10.png", "frame2.png", "frame1.png"]
+    assert sorted(names, key=get_key) == ["frame1.png", "frame2.png", "frame10.png"]
+    assert get_key(str(tmp_path / "train_img" / "frame23.png")) == 23

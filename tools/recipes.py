@@ -4,7 +4,7 @@ benchmark and its ablation table.
 Every recipe is a function of the epoch budget where a schedule depends on it,
 so that any budget gives a schedule of the same shape.
 """
-# For 2 CPU cores (README, "Quality"): small dims; the template's 16-frame clips,
+# For 2 CPU cores (docs/quality.md): small dims; the template's 16-frame clips,
 # which at the same frames per epoch score as well as 8-frame ones and lose less
 # over the long rollout; epochs of 146 clips (a tenth of the training set) drawn
 # afresh from all of it each time, so 12 short epochs see every motion; lr 3e-3

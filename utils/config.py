@@ -6,6 +6,8 @@ nothing else: ``VAE_Model(ModelConfig(F_dim=16, D_out_dim=24))``.
 """
 from dataclasses import dataclass, fields
 
+from utils.submission import FRAME_SIZE
+
 
 @dataclass
 class ModelConfig:
@@ -13,8 +15,8 @@ class ModelConfig:
     L_dim: int = 32            # label (pose) feature channels
     N_dim: int = 12            # latent z channels
     D_out_dim: int = 192       # decoder fusion output channels
-    frame_H: int = 32
-    frame_W: int = 64
+    frame_H: int = FRAME_SIZE[0]   # the size frames are loaded at: Kaggle's 32x64
+    frame_W: int = FRAME_SIZE[1]
     output_activation: str = "sigmoid"   # maps the generator's output into [0, 1]
     bn_train: str = "batch"    # the label encoder's BatchNorm statistics in training
     bn_rollout: str = "frame"  # ... and in rollouts: each frame its own (the template's)

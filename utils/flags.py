@@ -11,6 +11,7 @@ from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS
 from utils.cli import HelpFormatter
 from utils.config import DEFAULTS
 from utils.errors import UserError
+from utils.metrics import FRAMES_PER_SEQUENCE
 from utils.schedules import WARMUP_STEPS
 
 KL_TYPES = {"cyclical": "Cyclical", "monotonic": "Monotonic", "none": "None",
@@ -66,7 +67,7 @@ def get_args_parser(for_testing=False, paths_required=True):
                        help=shown("clips drawn at random each epoch; 0 = all"))
     data.add_argument("--train_vi_len", type=int, default=16,
                       help=shown("training clip length (frames)"))
-    data.add_argument("--val_vi_len", type=int, default=630,
+    data.add_argument("--val_vi_len", type=int, default=FRAMES_PER_SEQUENCE,
                       help=shown("validation video length"))
     data.add_argument("--frame_H", type=int, default=DEFAULTS.frame_H, help="frame height")
     data.add_argument("--frame_W", type=int, default=DEFAULTS.frame_W, help="frame width")
@@ -232,25 +233,6 @@ def validate_args(args):
     for name in ("num_workers", "fast_train_epoch", "tfr_sde", "warmup_steps"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}.")
-
-
-def merge_checkpoint_args(args, saved, overridable=()):
-    """Take the checkpoint's settings for every flag the user did not type.
-
-    A typed model flag that contradicts the checkpoint is an error naming it;
-    typed flags in ``overridable`` (a resumed run's recipe) win.
-    """
-    typed = set(getattr(args, "explicit_flags", []))
-    conflicts = [f"--{k} {getattr(args, k)} (checkpoint: {saved[k]})" for k in MODEL_FLAGS
-                 if k in typed and k in saved and getattr(args, k) != saved[k]]
-    if conflicts:
-        raise UserError("flags contradict the checkpoint: " + ", ".join(conflicts)
-                        + ". Drop them: the checkpoint's values are used.")
-    for key, value in saved.items():
-        if hasattr(args, key) and key not in RUN_FLAGS and not (
-                key in typed and key in overridable):
-            setattr(args, key, kl_type(value) if key == "kl_anneal_type" else value)
-    return args
 
 
 def merge_checkpoint_args(args, saved, overridable=()):
