@@ -310,7 +310,8 @@ class VAE_Model(nn.Module):
 
     def training_stage(self):
         """For each epoch left: training_one_step on every batch, validation,
-        epoch=N.ckpt every --per_save epochs, then the schedules move on."""
+        epoch=N.ckpt every --per_save epochs, then the schedules move on. False
+        when SIGINT/SIGTERM stopped it (last.ckpt holds the partial epoch)."""
         return self.trainer.training_stage()
 
     def training_one_step(self, img, label, adapt_TeacherForcing):
@@ -517,7 +518,8 @@ def main(args):
                   f"{args.train_vi_len} frames{per_epoch}, epochs {trainer.current_epoch}.."
                   f"{args.num_epoch - 1}")
         trainer.install_stop_handlers()
-        model.training_stage()
+        if not model.training_stage():
+            raise SystemExit(130 if trainer.stop_signal == "SIGINT" else 143)
         if dist.is_main:
             print(f"done: best val PSNR {trainer.best_val_psnr:.2f} dB; checkpoints in "
                   f"'{save_root}'")

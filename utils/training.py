@@ -229,13 +229,16 @@ class Training:
         return validate(self.model, dataset, self.args.seed)
 
     def training_stage(self):
-        """The epochs left: train, validate, log, save, then the schedules move on."""
+        """The epochs left: train, validate, log, save, then the schedules move on.
+        Returns True once every epoch is done, False when a signal stopped the run
+        (its partial epoch is saved)."""
         args, save_root = self.args, Path(self.args.save_root)
         while self.current_epoch < args.num_epoch:
             started, epoch = time.time(), self.current_epoch
             train = self.train_one_epoch()
             if train is None:
                 self.save_interrupted()
+                return False
             if self.is_main:
                 val_loss, frame_psnr, (pred, truth, labels) = self.validate()
                 val_psnr = frame_psnr.mean().item()
@@ -260,6 +263,7 @@ class Training:
                            f"{self.best_val_psnr:.2f})")
             self.dist.barrier()
             self.next_epoch()
+        return True
 
     # ----------------------------------------------------------------------- checkpoints
     def checkpoint(self, last_epoch):
@@ -295,7 +299,6 @@ class Training:
             print(f"\nstopped by {self.stop_signal} in epoch {self.current_epoch}; saved "
                   f"'{path}'.\nresume with: python Trainer.py --DR {self.args.DR} --save_root "
                   f"{self.args.save_root} --ckpt_path {path}", file=sys.stderr)
-        raise SystemExit(130 if self.stop_signal == "SIGINT" else 143)
 
     def resume(self, ckpt, source):
         """Continue from a checkpoint whose weights the model holds: the epoch and,
