@@ -39,8 +39,10 @@ def get_args_parser(for_testing=False, paths_required=True):
     """The parser of Trainer.py or, ``for_testing``, of Tester.py, where the
     training flags are accepted but not listed. Without ``paths_required``,
     --DR and --save_root may be left out (a tool that writes no run)."""
-    p = argparse.ArgumentParser(description="Train the Lab 4 conditional VAE.",
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(
+        description="Train the Lab 4 conditional VAE.", formatter_class=HelpFormatter,
+        epilog="Trainer.py's flags are accepted too (a script that passes them keeps "
+        "working) and do nothing here." if for_testing else None)
     shown = lambda text: argparse.SUPPRESS if for_testing else text  # noqa: E731
     data = p.add_argument_group("data")
     epoch = p.add_argument_group("epoch length", None if for_testing else EPOCH_LENGTH)
@@ -55,7 +57,8 @@ def get_args_parser(for_testing=False, paths_required=True):
     data.add_argument("--DR", required=paths_required,
                       help="dataset root (train/, val/, test/ inside)")
     data.add_argument("--save_root", required=paths_required,
-                      help="folder for checkpoints, logs, plots")
+                      help="folder for submission.csv and the GIFs" if for_testing else
+                      "folder for checkpoints, logs, plots")
     data.add_argument("--num_workers", type=int, default=4,
                       help=shown("DataLoader workers; read only with --data_cache none"))
     data.add_argument("--data_cache", choices=["memory", "none"], default="memory",
