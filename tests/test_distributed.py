@@ -69,8 +69,8 @@ def ddp_worker(rank, world_size, port, out_dir):
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         distributed = Distributed(rank, world_size, torch.device("cpu"))
         model = build_model(args)
-        engine = distributed.wrap(model)   # held: DDP's gradient hooks live with it
-        loss, _, _ = engine(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
+        ddp_model = distributed.wrap(model)   # held: DDP's gradient hooks live with it
+        loss, _, _ = ddp_model(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
         loss.backward()
         # The same step without DDP: what this rank alone would compute.
         local = build_model(args)
