@@ -113,7 +113,7 @@ TRAINING_ROWS = {
     "bn train frame": ({"bn_train"}, value("bn_train", "frame")),
     "lr 1e-3 warm-up": ({"lr", "warmup_steps"}, warm_up_to_1e_3_over_100_steps),
     "lr 6e-3": ({"lr"}, twice_the_default_lr),
-    "l1 + mse": ({"loss"}, value("loss", "l1_mse")),
+    "mse": ({"loss"}, value("loss", "mse")),
 }
 # Rows that reuse the default run's checkpoint: Tester.py flags only.
 TEST_ROWS = {
@@ -175,6 +175,7 @@ def test_the_cpu_recipe_is_what_its_comment_says():
     # lr 3e-3 from the first step: no warm-up (the parser's default has one)
     assert schedules.learning_rate(args, 0, 0) == 0.003
     assert schedules.learning_rate(parser_default, 0, 0) < parser_default.lr
+    assert args.loss == "l1_mse" and parser_default.loss == "mse"
     # the budget only sets the number of epochs
     for epochs in BUDGETS:
         assert changed(trainer_args(*cpu_recipe(epochs)), args) == (
@@ -192,10 +193,10 @@ def test_the_template_recipe_at_70_epochs_is_the_templates():
     assert {k: getattr(args, k) for k in (
         "optim", "lr", "lr_scheduler", "warmup_steps", "tfr", "tfr_sde", "tfr_d_step",
         "tf_mode", "kl_anneal_type", "kl_anneal_cycle", "kl_anneal_ratio", "kl_reduction",
-        "output_activation", "amp", "channels_last")} == dict(
+        "loss", "output_activation", "amp", "channels_last")} == dict(
         optim="Adam", lr=0.001, lr_scheduler="multistep", warmup_steps=0, tfr=1.0, tfr_sde=10,
         tfr_d_step=0.1, tf_mode="batch", kl_anneal_type="Cyclical", kl_anneal_cycle=10,
-        kl_anneal_ratio=1.0, kl_reduction="sum", output_activation="none", amp="off",
+        kl_anneal_ratio=1.0, kl_reduction="sum", loss="mse", output_activation="none", amp="off",
         channels_last=False)
     # teacher forcing 1.0 through epoch 10, then 0.1 less per epoch: 0 from epoch 20
     assert ratios(args)[:22] == pytest.approx([1.0] * 11 + [0.9 - 0.1 * k for k in range(9)]
