@@ -7,7 +7,7 @@
 Every row of tools/recipes.py ABLATIONS changes one thing against the default
 recipe, at the quickstart's dims and budget, on any dataset in the Lab 4 layout
 whose test split has its true frames in <data>/test_gt/<i>/ (the synthetic
-world writes them; ../shared/real/build.py writes real ones). Rows that change
+world writes them; a real set needs them copied there). Rows that change
 training run a real `Trainer.py` once per seed; rows that change only the test
 reuse the default's checkpoint of the same seed. `Tester.py` rolls out the test
 sequences and each submission is scored with the grader's metric; the table

@@ -1,6 +1,6 @@
 """The course template's names keep their meaning: code written against the
 template's classes, the way its training_stage() and main() call them, runs here
-(../shared/template/CONTRACT.md, "The template's classes and methods")."""
+(the README's table "Differences from the course template")."""
 import math
 
 import pytest
