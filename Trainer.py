@@ -69,6 +69,16 @@ def kl_criterion(mu, logvar, batch_size):
     return kl_divergence(mu, logvar, "sum") * mu.shape[0] / batch_size
 
 
+def reconstruction_loss(pred, truth, loss, mse=None):
+    """--loss between predicted and true frames: "mse" (the template's), "l1", or
+    "l1_mse" = 0.5 L1 + 0.5 MSE. ``mse``: the MSE if already computed."""
+    mse = F.mse_loss(pred, truth) if mse is None else mse
+    if loss == "mse":
+        return mse
+    l1 = F.l1_loss(pred, truth)
+    return l1 if loss == "l1" else 0.5 * (l1 + mse)
+
+
 def apply_output_activation(x, activation):
     """The generator's output -> [0, 1] by --output_activation ("none": as is)."""
     if activation == "sigmoid":
@@ -217,9 +227,9 @@ class VAE_Model(nn.Module):
 
         pred, truth = pred.float(), img_tb[1:].float()
         mse = F.mse_loss(pred, truth)
-        reconstruction = mse if self.config.loss == "mse" else 0.5 * (F.l1_loss(pred, truth) + mse)
         kl = kl_divergence(mu, logvar, self.config.kl_reduction)
-        return reconstruction + beta * kl, mse.detach(), kl.detach()
+        return (reconstruction_loss(pred, truth, self.config.loss, mse) + beta * kl,
+                mse.detach(), kl.detach())
 
     # ----------------------------------------------------------------------- a video
     @torch.no_grad()

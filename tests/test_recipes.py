@@ -114,6 +114,7 @@ TRAINING_ROWS = {
     "lr 1e-3 warm-up": ({"lr", "warmup_steps"}, warm_up_to_1e_3_over_100_steps),
     "lr 6e-3": ({"lr"}, twice_the_default_lr),
     "mse": ({"loss"}, value("loss", "mse")),
+    "l1": ({"loss"}, value("loss", "l1")),
 }
 # Rows that reuse the default run's checkpoint: Tester.py flags only.
 TEST_ROWS = {

@@ -116,6 +116,23 @@ def test_analytic_kl_matches_monte_carlo():
     assert Trainer.kl_divergence(torch.zeros(3, 4, 2, 2), torch.zeros(3, 4, 2, 2)).item() == 0
 
 
+@pytest.mark.parametrize("loss", ["mse", "l1", "l1_mse"])
+def test_reconstruction_loss_is_the_one_named_by_the_flag(loss):
+    """With z = 0 (the posterior starts at the prior) and teacher forcing, a clip's
+    predictions are predict_from_truth()'s, so the loss is known in closed form."""
+    model = Trainer.VAE_Model(args_for(*TINY, "--loss", loss, "--amp", "off")).train(False)
+    torch.manual_seed(0)
+    img, label = torch.rand(2, 4, 3, 8, 16), torch.rand(2, 4, 3, 8, 16)
+    with torch.no_grad():
+        total, mse, _ = model(img, label, teacher_forcing=True, beta=0.0,
+                              noise=torch.zeros(2, 3, 4, 8, 16))
+        error = model.predict_from_truth(img, label)[:, 1:] - img[:, 1:]
+    l1, l2 = error.abs().mean().item(), error.pow(2).mean().item()
+    expected = {"mse": l2, "l1": l1, "l1_mse": 0.5 * (l1 + l2)}[loss]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    assert mse.item() == pytest.approx(l2, rel=1e-5)   # logged as MSE whatever the loss
+
+
 def test_psnr_is_per_frame_for_batches():
     target = torch.zeros(2, 3, 4, 4)
     pred = target.clone()

@@ -74,6 +74,7 @@ ABLATIONS = {
                         lambda e: ["--lr", "0.001", "--warmup_steps", "100"], []),
     "lr 6e-3": ("lr 6e-3, twice the default", lambda e: ["--lr", "0.006"], []),
     "mse": ("loss MSE alone (the template's)", lambda e: ["--loss", "mse"], []),
+    "l1": ("loss L1 alone", lambda e: ["--loss", "l1"], []),
     "bn rollout running": ("running BatchNorm statistics in rollouts", None,
                            ["--bn_rollout", "running"]),
     "z zero": ("z = 0 at test (the prior's mean)", None, ["--z_scale", "0"]),

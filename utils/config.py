@@ -20,7 +20,7 @@ class ModelConfig:
     output_activation: str = "sigmoid"   # maps the generator's output into [0, 1]
     bn_train: str = "batch"    # the label encoder's BatchNorm statistics in training
     bn_rollout: str = "frame"  # ... and in rollouts: each frame its own (the template's)
-    loss: str = "mse"          # reconstruction loss: "mse" or "l1_mse"
+    loss: str = "mse"          # reconstruction loss: "mse", "l1" or "l1_mse"
     kl_reduction: str = "sum"  # KL per frame summed (the template's) or averaged
     detach_prev: bool = False  # stop gradients through the previous prediction
     amp: str = "auto"          # autocast precision (utils/runtime.resolve_amp)

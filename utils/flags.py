@@ -114,9 +114,9 @@ def get_args_parser(for_testing=False, paths_required=True):
                        help=shown("raise the LR linearly over the first N optimizer steps "
                                   "(0: off)"))
     optim.add_argument("--num_epoch", type=int, default=70, help=shown("number of epochs"))
-    optim.add_argument("--loss", choices=["mse", "l1_mse"], default=DEFAULTS.loss,
-                       help=shown("reconstruction loss: MSE (the template's), or 0.5 L1 + "
-                                  "0.5 MSE"))
+    optim.add_argument("--loss", choices=["mse", "l1", "l1_mse"], default=DEFAULTS.loss,
+                       help=shown("reconstruction loss: MSE (the template's), L1, or 0.5 L1 "
+                                  "+ 0.5 MSE"))
     optim.add_argument("--grad_clip", type=float, default=1.0, help=shown("gradient-norm clip"))
     runtime.add_argument("--seed", type=int, default=0,
                          help="random seed (training's draws; the rollouts' z)")
