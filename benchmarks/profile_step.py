@@ -48,7 +48,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     model, img, label = model_and_clips(flags, 2)
-    seconds_per_step(model, img, label, steps=1, warmup=3)
+    for _ in range(3):   # warm-up
+        model.training_one_step(img, label, False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(4):
             model.training_one_step(img, label, False)
