@@ -28,12 +28,16 @@ def model_and_clips(flags, batch):
     return model, torch.rand(shape), torch.rand(shape)
 
 
-def seconds_per_step(model, img, label, steps, warmup=2):
-    for _ in range(warmup):
-        model.training_one_step(img, label, False)
-    started = time.perf_counter()
+def train_steps(model, img, label, steps):
+    """``steps`` optimizer steps on the same clips, teacher forcing off."""
     for _ in range(steps):
         model.training_one_step(img, label, False)
+
+
+def seconds_per_step(model, img, label, steps, warmup=2):
+    train_steps(model, img, label, warmup)
+    started = time.perf_counter()
+    train_steps(model, img, label, steps)
     return (time.perf_counter() - started) / steps
 
 
@@ -48,11 +52,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     model, img, label = model_and_clips(flags, 2)
-    for _ in range(3):   # warm-up
-        model.training_one_step(img, label, False)
+    train_steps(model, img, label, 3)   # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(4):
-            model.training_one_step(img, label, False)
+        train_steps(model, img, label, 4)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
     print(f"threads {args.threads}")
