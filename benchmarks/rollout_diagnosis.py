@@ -35,25 +35,12 @@ from utils.cli import tool_parser  # noqa: E402
 from utils.errors import UserError, exit_on_user_error  # noqa: E402
 from utils.images import list_images, read_images  # noqa: E402
 from utils.metrics import psnr_per_frame  # noqa: E402
+from utils.pose import pose_centre  # noqa: E402
 
 POSITION_BINS = 5
 TOP_ROWS = 8          # the top quarter of a 32-row frame: the studio's ceiling lights
 BORDER = 2            # pixels at each edge, where the convolutions see their zero padding
 DANCER_GROWTH = 2     # pixels the dancer's mask grows by, for the edges of the limbs
-
-
-def pose_centre(labels):
-    """Horizontal centre of each pose image as a fraction of the width, NaN where
-    it is blank: labels (N, 3, H, W) in [0, 1], strokes on white -> (N,).
-
-    Each pixel weighs by its ink (1 - its darkest channel), so faint strokes count
-    and no threshold is needed.
-    """
-    ink = (1 - labels.min(dim=1).values).sum(dim=1)                       # (N, W)
-    x = (torch.arange(labels.shape[-1], dtype=ink.dtype) + 0.5) / labels.shape[-1]
-    total = ink.sum(dim=1)
-    return torch.where(total > 0, (ink * x).sum(dim=1) / total.clamp_min(1e-12),
-                       torch.full_like(total, math.nan))
 
 
 def by_position(psnr, centre, bins=POSITION_BINS):
@@ -136,7 +123,7 @@ def one_step_psnr(model, frames, labels):
     frames, labels = frames[None].to(model.device), labels[None].to(model.device)
     stepped = model.predict_from_truth(frames, labels)
     return (psnr_per_frame(stepped[0, 1:], frames[0, 1:]).cpu(),
-            pose_centre(labels[0, 1:].cpu()))
+            pose_centre(labels[0, 1:].cpu())[:, 0])
 
 
 def diagnose(model, sequences, train, window=100):

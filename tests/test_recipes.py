@@ -115,6 +115,10 @@ TRAINING_ROWS = {
     "lr 6e-3": ({"lr"}, twice_the_default_lr),
     "mse": ({"loss"}, value("loss", "mse")),
     "l1": ({"loss"}, value("loss", "l1")),
+    "aug flip": ({"aug_flip"}, value("aug_flip", 0.5)),
+    "aug shift": ({"aug_shift"}, value("aug_shift", 0.25)),
+    "aug scale": ({"aug_scale"}, value("aug_scale", [0.8, 2.0])),
+    "aug color": ({"aug_color"}, value("aug_color", 0.1)),
 }
 # Rows that reuse the default run's checkpoint: Tester.py flags only.
 TEST_ROWS = {

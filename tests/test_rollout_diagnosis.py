@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.rollout_diagnosis import by_position, by_region, load_sequences, pose_centre
+from benchmarks.rollout_diagnosis import by_position, by_region, load_sequences
 from conftest import run_cli
 from Trainer import VAE_Model
 from utils.config import ModelConfig
@@ -31,16 +31,6 @@ def test_one_step_predicts_each_frame_from_the_true_previous_frame():
     rolled = model.rollout(frames[:, 0], labels, z_scale=0)
     torch.testing.assert_close(rolled[:, 1], stepped[:, 1], atol=1e-6, rtol=0)
     assert (rolled[:, 2:] - stepped[:, 2:]).abs().max() > 1e-4
-
-
-def test_pose_centre_is_where_the_strokes_are():
-    labels = torch.ones(3, 3, 8, 20)               # white: no pose
-    labels[0, :, 2:6, 4] = 0.0                     # a black stroke in column 4
-    labels[1, 1, :, 15] = 0.9                      # a faint green stroke in column 15
-    centre = pose_centre(labels)
-    assert centre[0].item() == pytest.approx(4.5 / 20)
-    assert centre[1].item() == pytest.approx(15.5 / 20)
-    assert math.isnan(centre[2].item())
 
 
 def test_by_position_bins_frames_by_pose_centre_and_skips_blank_ones():

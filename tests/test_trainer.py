@@ -333,8 +333,11 @@ def read_rows(path):
 
 def test_resume_continues_exactly(small_dataset, tmp_path, restore_signals):
     """A run resumed from its epoch-0 checkpoint repeats the straight run's epoch 1
-    bit for bit: the resume truncates metrics.csv to epoch 0 and appends to it."""
-    common = ["--tfr", "0.5", "--tfr_sde", "0", "--tf_mode", "frame", "--per_save", "1"]
+    bit for bit, whole-clip augmentation included: the resume truncates
+    metrics.csv to epoch 0 and appends to it."""
+    common = ["--tfr", "0.5", "--tfr_sde", "0", "--tf_mode", "frame", "--per_save", "1",
+              "--aug_flip", "0.5", "--aug_shift", "0.25", "--aug_scale", "0.8", "2",
+              "--aug_color", "0.1"]
     straight = tmp_path / "straight"
     Trainer.main(Trainer.parse_args(train_flags(small_dataset, straight, "--num_epoch", "2",
                                                 *common)))

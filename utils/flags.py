@@ -21,6 +21,9 @@ MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "ou
 # Flags that say where and how to run, never taken from a checkpoint.
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
              "store_visualization", "overwrite", "explicit_flags")
+AUGMENTATION = ("Training clips only, one transform per clip drawn from (--seed, epoch, "
+                "clip) and applied to all its frames and labels (utils/augment.py); all off "
+                "by default.")
 EPOCH_LENGTH = ("--partial keeps the first share of the training frames; --fast_train "
                 "trains the first --fast_train_epoch epochs on the first --fast_partial of "
                 "them; --clips_per_epoch then draws that many of the remaining clips afresh "
@@ -51,6 +54,7 @@ def get_args_parser(for_testing=False, paths_required=True):
     runtime = p.add_argument_group("runtime")
     tf = p.add_argument_group("teacher forcing")
     kl = p.add_argument_group("KL annealing")
+    aug = p.add_argument_group("augmentation", None if for_testing else AUGMENTATION)
     out = p.add_argument_group("outputs")
     # The flags are added in one fixed order: it is the order of the args a
     # checkpoint stores.
@@ -155,6 +159,20 @@ def get_args_parser(for_testing=False, paths_required=True):
                     help=shown("KL per frame summed over latent elements (template) or "
                                "averaged"))
 
+    aug.add_argument("--aug_flip", type=float, default=0.0,
+                     help=shown("probability of mirroring a clip left-right"))
+    aug.add_argument("--aug_shift", type=float, default=0.0,
+                     help=shown("largest horizontal shift of a clip, as a fraction of the "
+                                "frame width (whole pixels; the edge pixels fill in)"))
+    aug.add_argument("--aug_scale", type=float, nargs=2, default=[1.0, 1.0],
+                     metavar=("LOW", "HIGH"),
+                     help=shown("zoom a clip by a factor drawn log-uniformly between LOW and "
+                                "HIGH (< 1 zooms out, > 1 in, toward a close-up)"))
+    aug.add_argument("--aug_color", type=float, default=0.0,
+                     help=shown("largest change of a clip's brightness (each channel varies "
+                                "by half as much more); frames only, labels keep their "
+                                "colours"))
+
     out.add_argument("--per_save", type=int, default=3,
                      help=shown("write epoch=N.ckpt every N epochs"))
     out.add_argument("--ckpt_path", default=None,
@@ -231,6 +249,13 @@ def validate_args(args):
         raise UserError(f"--kl_anneal_cycle {args.kl_anneal_cycle} is too many cycles for "
                         f"--num_epoch {args.num_epoch}: each cycle needs at least 2 epochs, "
                         f"or beta is 0 in every epoch; {fit}.")
+    for name in ("aug_flip", "aug_shift", "aug_color"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UserError(f"--{name} must lie in [0, 1], got {getattr(args, name)}.")
+    low, high = args.aug_scale
+    if not 0.0 < low <= high:
+        raise UserError(f"--aug_scale takes LOW HIGH with 0 < LOW <= HIGH (1 1: no zoom), "
+                        f"got {low:g} {high:g}.")
     if args.lr <= 0 or args.grad_clip <= 0:
         raise UserError("--lr and --grad_clip must be > 0.")
     for name in ("num_workers", "fast_train_epoch", "tfr_sde", "warmup_steps"):

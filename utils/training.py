@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from dataloader import Dataset_Dance
 from utils import runlog
+from utils.augment import AugmentedClips, ClipAugmentation
 from utils.checkpoint import FORMAT_VERSION, atomic_save, is_template_checkpoint, plain_args
 from utils.cli import progress_bar
 from utils.errors import UserError
@@ -139,16 +140,21 @@ class Training:
         return self.train_set, self.val_set
 
     def train_dataloader(self):
-        """Shuffled clips of the current epoch; --fast_train uses the first
-        fast_partial share, --clips_per_epoch draws afresh from the rest.
+        """Shuffled clips of the current epoch, augmented as the --aug_* flags say;
+        --fast_train uses the first fast_partial share, --clips_per_epoch draws
+        afresh from the rest.
 
         Under DDP each rank gets a disjoint 1/world_size share of a per-epoch
         shuffle (padded to equal length so every rank takes the same steps).
         """
-        args, epoch, dataset = self.args, self.current_epoch, self.datasets()[0]
+        args, epoch, clips = self.args, self.current_epoch, self.datasets()[0]
+        augmentation = ClipAugmentation.of(args)
+        # Wrapped before any Subset: a clip's transform follows its index in the set.
+        dataset = (AugmentedClips(clips, augmentation, args.seed, epoch)
+                   if augmentation.enabled else clips)
         if args.fast_train and epoch < args.fast_train_epoch:
-            clips = int(len(dataset.frame_files) * args.fast_partial) // args.train_vi_len
-            dataset = Subset(dataset, range(min(max(clips, 1), len(dataset))))
+            fast = int(len(clips.frame_files) * args.fast_partial) // args.train_vi_len
+            dataset = Subset(dataset, range(min(max(fast, 1), len(dataset))))
         if 0 < args.clips_per_epoch < len(dataset):
             # A fresh draw each epoch shows every motion of the set within a short epoch;
             # seeded by the epoch alone, so every rank and a resumed run draw the same.
