@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 
 from dataloader import DanceTestSequences, list_images
-from Trainer import VAE_Model, apply_runtime_options, take_checkpoint_settings
+from Trainer import VAE_Model, compile_networks, read_checkpoint
 from utils import saveroot
-from utils.checkpoint import check_dims, load_checkpoint
 from utils.errors import UserError, exit_on_user_error
 from utils.flags import get_args_parser, parse_args
-from utils.media import save_comparison_gif
+from utils.media import side_by_side
 from utils.metrics import FRAMES_PER_SEQUENCE
 from utils.runtime import resolve_device
 from utils.scoring import format_scores, score
@@ -68,26 +67,32 @@ class Test_model(VAE_Model):
         """The test split of --DR: (first frame (1, 3, H, W), labels (T, 3, H, W)) per sequence."""
         return DanceTestSequences(self.args.DR, (self.args.frame_H, self.args.frame_W))
 
-    def load_checkpoint(self):
-        """The weights of --ckpt_path (only the weights: testing needs nothing else)."""
-        ckpt = load_checkpoint(self.args.ckpt_path)
-        check_dims(ckpt["state_dict"], self.config, self.args.ckpt_path)
-        self.load_state_dict(ckpt["state_dict"])
+    def load_checkpoint(self, ckpt=None):
+        """VAE_Model's, without the run state: testing needs the settings and weights."""
+        return super().load_checkpoint(ckpt, resume=False)
 
     @torch.no_grad()
-    def val_one_step(self, img, label, idx=0):
-        """One test sequence from its first frame img (1, 3, H, W) and its labels
-        (T, 3, H, W): its T frames, also written as pred_seq<idx>.gif."""
-        generator = torch.Generator(self.device).manual_seed(self.args.seed)
-        frames = self.predict(img.to(self.device), label[None].to(self.device),
-                              self.args.num_samples, self.args.z_scale, generator)[0].cpu()
-        self.make_gif(frames, Path(self.args.save_root) / f"pred_seq{idx}.gif")
+    def val_one_step(self, img, label, idx=0, generator=None):
+        """Test sequences rolled out from their first frames img (S, 3, H, W) and
+        labels (S, T, 3, H, W) (S = 1 in the template), idx their positions (one
+        int, or S of them): their frames (S, T, 3, H, W) on the CPU, each also
+        written as pred_seq<idx>.gif. A rollout that is not finite stops here,
+        before any file is written. z: from ``generator``, else seeded by --seed."""
+        idx = [idx] if isinstance(idx, int) else list(idx)
+        if generator is None:
+            generator = torch.Generator(self.device).manual_seed(self.args.seed)
+        frames = self.predict(img.to(self.device), label.to(self.device), self.args.num_samples,
+                              self.args.z_scale, generator).cpu()
+        require_finite(frames, idx, self.args)
+        for index, sequence in zip(idx, frames):
+            self.make_gif(sequence, Path(self.args.save_root) / f"pred_seq{index}.gif")
         return frames
 
     @torch.no_grad()
     def eval(self):
-        """Every test sequence rolled out, all in one batch; submission.csv and a
-        GIF per sequence in --save_root. Returns the predicted sequences."""
+        """Every test sequence rolled out by val_one_step, all sequences of a length
+        in one batch; submission.csv and a GIF per sequence in --save_root.
+        Returns the predicted sequences."""
         args = self.args
         save_root = saveroot.prepare(args.save_root)
         dataset = self.val_dataloader()
@@ -102,22 +107,19 @@ class Test_model(VAE_Model):
             by_length.setdefault(labels.shape[0], []).append(index)
         predictions = [None] * len(items)
         for indices in by_length.values():   # one batch per sequence length (one, normally)
-            first = torch.cat([items[i][0] for i in indices]).to(self.device)
-            labels = torch.stack([items[i][1] for i in indices]).to(self.device)
-            frames = self.predict(first, labels, args.num_samples, args.z_scale, generator)
-            for i, seq in zip(indices, frames.cpu()):
+            first = torch.cat([items[i][0] for i in indices])
+            labels = torch.stack([items[i][1] for i in indices])
+            for i, seq in zip(indices, self.val_one_step(first, labels, indices, generator)):
                 predictions[i] = seq
         rollout_seconds = time.time() - started
-        require_finite(predictions, dataset.names, args)
 
         started = time.time()
         csv_path = write_submission(save_root / "submission.csv", predictions)
         csv_seconds = time.time() - started
-        # Output names use the sequence's position, never a name read from the dataset.
-        for index, (seq, (_, labels)) in enumerate(zip(predictions, items)):
-            self.make_gif(seq, save_root / f"pred_seq{index}.gif")
-            if args.make_gif:
-                save_comparison_gif(save_root / f"pred_seq{index}_with_label.gif", [labels, seq])
+        if args.make_gif:
+            for index, (seq, (_, labels)) in enumerate(zip(predictions, items)):
+                self.make_gif(side_by_side([labels, seq]),
+                              save_root / f"pred_seq{index}_with_label.gif")
         print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on "
               f"{self.device}; '{csv_path}' written in {csv_seconds:.1f} s; GIFs in "
               f"'{save_root}'")
@@ -149,21 +151,22 @@ def load_test_model(args):
     """Checkpoint -> Test_model on the chosen device, with the checkpoint's settings."""
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required: the checkpoint to test.")
-    take_checkpoint_settings(args, load_checkpoint(args.ckpt_path), args.ckpt_path)
-    model = Test_model(args)
-    model.load_checkpoint()
+    ckpt = read_checkpoint(args, resume=False)
+    model = Test_model(args)   # at the dims the checkpoint's settings gave args
+    model.load_checkpoint(ckpt)
     model.to(resolve_device(args.device, args.gpu))
-    return apply_runtime_options(model, args).train(False)
+    return compile_networks(model, args).train(False)
 
 
-def require_finite(predictions, names, args):
+def require_finite(predictions, positions, args):
     """A rollout that overflowed would reach the CSV as black frames: stop instead,
     naming where it broke, before any earlier submission is replaced."""
-    for name, frames in zip(names, predictions):
+    for position, frames in zip(positions, predictions):
         bad = (~torch.isfinite(frames)).flatten(1).any(dim=1).nonzero()
         if len(bad):
             raise UserError(
-                f"the rollout of sequence '{name}' is not finite from frame {int(bad[0])} on; "
+                f"the rollout of test sequence {position} is not finite from frame "
+                f"{int(bad[0])} on; "
                 "no submission was written. Try --amp off (this run: "
                 f"--amp {args.amp}), or another checkpoint of the run (an earlier "
                 "epoch=N.ckpt).")

@@ -4,10 +4,12 @@
 
 Reads top to bottom: the template's functions, the model (the five networks and
 their maths: the loss of a clip, the rollout, prediction from the true previous
-frame, and the template's methods), the settings a checkpoint brings, main().
-The flags live in utils/flags.py, the schedules in utils/schedules.py, and the
-training mechanics (optimizer, epoch loop, validation, checkpoints, logs) in
-utils/training.py; docs/architecture.md draws the layers.
+frame), the template's methods (every one a hook the training loop calls), the
+output-activation probe for checkpoints that do not record it, main(). The
+flags live in utils/flags.py, the schedules in utils/schedules.py, what a
+checkpoint carries into a run in utils/from_checkpoint.py, and the training
+loop's state and mechanics in utils/training.py; docs/architecture.md draws
+the layers.
 """
 import argparse
 import contextlib
@@ -18,23 +20,22 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
-from dataloader import Dataset_Dance, list_images
+from dataloader import Dataset_Dance, epoch_loader, list_images, training_clips, validation_videos
 from modules import Decoder_Fusion, Gaussian_Predictor, Generator, Label_Encoder, RGB_Encoder
-from utils import runlog, saveroot
+from utils import from_checkpoint, runlog, saveroot
 from utils.batchnorm import FrameBatchNorm2d
-from utils.checkpoint import check_dims, dims_of, load_checkpoint, plain_args
+from utils.checkpoint import atomic_save, check_dims, dims_of, load_checkpoint, plain_args
 from utils.cli import progress_bar
 from utils.config import ModelConfig
-from utils.errors import UserError, exit_on_user_error
-from utils.flags import MODEL_FLAGS, merge_checkpoint_args, parse_args, validate_args
+from utils.errors import UserError, choice, exit_on_user_error
+from utils.flags import parse_args, validate_args
 from utils.media import save_gif
 from utils.metrics import psnr_per_frame
 from utils.runtime import resolve_amp, setup_distributed
-from utils.schedules import (epoch_learning_rate, initial_tfr_reaching, kl_annealing,
-                             teacher_forcing_ratio)
-from utils.training import Training, val_videos, validate
+from utils.schedules import kl_annealing, teacher_forcing_ratio
+from utils.training import Training
 
 __all__ = ["Generate_PSNR", "kl_criterion", "kl_annealing", "VAE_Model", "main"]
 
@@ -43,6 +44,16 @@ LOGVAR_LIMIT = 10.0  # |logvar| <= 10 keeps exp(logvar) finite in fp32 and bf16
 # frames keep the activations cache-sized (docs/speed.md). Device types not listed
 # take the whole clip in one call.
 FRAME_CHUNK = {"cpu": 8}
+# --loss: the reconstruction loss from the named terms of forward().
+RECONSTRUCTION = {"mse": lambda t: t["mse"],                        # the template's
+                  "l1": lambda t: t["l1"],
+                  "l1_mse": lambda t: 0.5 * (t["l1"] + t["mse"])}
+OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid,
+                      "clamp": lambda x: x.clamp(0.0, 1.0),
+                      "none": lambda x: x}
+KL_REDUCTIONS = {"sum": lambda per_element: per_element.sum(1),     # the template's
+                 "mean": lambda per_element: per_element.mean(1)}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
 # --------------------------------------------------------------------------- the template's functions
@@ -58,10 +69,10 @@ def kl_divergence(mu, logvar, reduction="sum"):
     mu, logvar: (N, C, H, W), N frames. 'sum' adds the C*H*W elements of a
     frame (the template's normalisation), 'mean' averages them.
     """
+    reduce = choice(KL_REDUCTIONS, reduction, "--kl_reduction")
     # exp(v) - 1 - v via expm1: no cancellation when the posterior is near the prior.
     per_element = 0.5 * (mu.pow(2) + torch.expm1(logvar) - logvar)
-    per_frame = per_element.flatten(1).sum(1) if reduction == "sum" else per_element.flatten(1).mean(1)
-    return per_frame.mean()
+    return reduce(per_element.flatten(1)).mean()
 
 
 def kl_criterion(mu, logvar, batch_size):
@@ -69,23 +80,15 @@ def kl_criterion(mu, logvar, batch_size):
     return kl_divergence(mu, logvar, "sum") * mu.shape[0] / batch_size
 
 
-def reconstruction_loss(pred, truth, loss, mse=None):
-    """--loss between predicted and true frames: "mse" (the template's), "l1", or
-    "l1_mse" = 0.5 L1 + 0.5 MSE. ``mse``: the MSE if already computed."""
-    mse = F.mse_loss(pred, truth) if mse is None else mse
-    if loss == "mse":
-        return mse
-    l1 = F.l1_loss(pred, truth)
-    return l1 if loss == "l1" else 0.5 * (l1 + mse)
+def reconstruction_loss(terms, loss):
+    """The reconstruction loss --loss names, from forward()'s terms: "mse" (the
+    template's), "l1", or "l1_mse" = 0.5 L1 + 0.5 MSE."""
+    return choice(RECONSTRUCTION, loss, "--loss")(terms)
 
 
 def apply_output_activation(x, activation):
     """The generator's output -> [0, 1] by --output_activation ("none": as is)."""
-    if activation == "sigmoid":
-        return torch.sigmoid(x)
-    if activation == "clamp":
-        return x.clamp(0.0, 1.0)
-    return x
+    return choice(OUTPUT_ACTIVATIONS, activation, "--output_activation")(x)
 
 
 @contextlib.contextmanager
@@ -98,6 +101,24 @@ def inference_mode(model):
         yield model
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def validate(model, videos, seed):
+    """Roll out every video of ``videos`` (batches of one (1, T, 3, H, W) video)
+    through model.val_one_step, z drawn from a generator seeded by ``seed`` (the
+    same z every epoch, so epochs compare): (mean loss, PSNR per predicted frame
+    averaged over the videos, the first video's (prediction, truth, labels))."""
+    generator = torch.Generator(model.device).manual_seed(seed)
+    losses, psnrs, first_video = [], [], None
+    for img, label in videos:
+        img, label = img.to(model.device), label.to(model.device)
+        loss, psnr, pred = model.val_one_step(img, label, generator)
+        losses.append(loss)
+        psnrs.append(psnr)
+        if first_video is None:   # what --store_visualization shows
+            first_video = (pred[0], img[0], label[0])
+    return sum(losses) / len(losses), torch.stack(psnrs).mean(0), first_video
 
 
 # --------------------------------------------------------------------------- the model
@@ -138,15 +159,22 @@ class VAE_Model(nn.Module):
         # start to render from the pose and the previous frame, not from z.
         nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
         nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
+        self.to(memory_format=self.memory_format)
         self._trainer = None
+        self._resume = None   # a loaded checkpoint's run state, for the Training to come
 
     @property
     def device(self):
         return next(self.parameters()).device
 
+    @property
+    def memory_format(self):
+        """--channels_last: how the weights are laid out, not what they compute."""
+        return torch.channels_last if self.config.channels_last else torch.contiguous_format
+
     def autocast(self):
         precision = resolve_amp(self.config.amp, self.device.type)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        dtype = choice(AMP_DTYPES, precision, "--amp")
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # ----------------------------------------------------------------------- one frame
@@ -184,9 +212,11 @@ class VAE_Model(nn.Module):
 
     # ----------------------------------------------------------------------- a clip's loss
     def forward(self, img, label, teacher_forcing=True, beta=1.0, noise=None):
-        """Loss of a batch of clips: (loss, mse, kl). img, label: (B, T, 3, H, W);
-        teacher_forcing: a bool or one bool per predicted frame; beta: the KL
-        weight; noise: optional eps (B, T-1, N_dim, H, W).
+        """Loss of a batch of clips: (loss, {term: value}), the loss to minimise
+        and its named terms, detached: "mse", "l1" (per pixel) and "kl" (per
+        frame). img, label: (B, T, 3, H, W); teacher_forcing: a bool or one bool
+        per predicted frame; beta: the KL weight; noise: optional eps
+        (B, T-1, N_dim, H, W).
 
         Frames x_2..x_T are predicted. The ground-truth frames are encoded once:
         enc(x_t) feeds the posterior at t and, under teacher forcing, the
@@ -226,10 +256,10 @@ class VAE_Model(nn.Module):
             pred = torch.stack(frames)                                    # (T-1, B, 3, H, W)
 
         pred, truth = pred.float(), img_tb[1:].float()
-        mse = F.mse_loss(pred, truth)
-        kl = kl_divergence(mu, logvar, self.config.kl_reduction)
-        return (reconstruction_loss(pred, truth, self.config.loss, mse) + beta * kl,
-                mse.detach(), kl.detach())
+        terms = {"mse": F.mse_loss(pred, truth), "l1": F.l1_loss(pred, truth),
+                 "kl": kl_divergence(mu, logvar, self.config.kl_reduction)}
+        loss = reconstruction_loss(terms, self.config.loss) + beta * terms["kl"]
+        return loss, {name: value.detach() for name, value in terms.items()}
 
     # ----------------------------------------------------------------------- a video
     @torch.no_grad()
@@ -307,188 +337,175 @@ class VAE_Model(nn.Module):
         """Frames (T, 3, H, W) in [0, 1] -> a looping GIF at ``img_name``."""
         return save_gif(img_name, torch.stack(list(images_list)))
 
-    # ----------------------------------------------------------------------- the template's training methods
+    # ----------------------------------------------------------------------- the template's methods
+    # Each is a hook: the training loop (utils/training.py), main() and Tester.py
+    # call it on the model, never a copy of their own, so that a subclass which
+    # overrides one changes what runs. The training methods work on self.trainer.
     @property
     def trainer(self):
-        """The Training that carries out the training methods below."""
+        """The Training of this model (optimizer, epoch, step, schedules), built by
+        the first training method called."""
         return self._trainer if self._trainer is not None else self.start_training()
 
     def start_training(self, dist=None):
-        """A fresh Training of this model (its optimizer), under ``dist`` (torchrun)."""
+        """A fresh Training of this model under ``dist`` (torchrun), at the state of
+        the checkpoint load_checkpoint() read, if any."""
         self._trainer = Training(self, self.args, dist)
+        if self._resume is not None:
+            self._trainer.resume(self._resume)
         return self._trainer
 
+    @functools.cached_property
+    def train_set(self):
+        """The training clips of --DR, decoded once."""
+        return training_clips(self.args)
+
+    @functools.cached_property
+    def val_set(self):
+        """The validation videos of --DR, decoded once."""
+        return validation_videos(self.args)
+
     def training_stage(self):
-        """For each epoch left: training_one_step on every batch, validation,
-        epoch=N.ckpt every --per_save epochs, then the schedules move on. False
-        when SIGINT/SIGTERM stopped it (last.ckpt holds the partial epoch)."""
+        """For each epoch left: training_one_step on every batch of
+        train_dataloader(), validation by eval(), save() of last.ckpt, best.ckpt
+        and epoch=N.ckpt every --per_save epochs, then teacher_forcing_ratio_update()
+        and the KL annealing move on. False when SIGINT/SIGTERM stopped it
+        (last.ckpt holds the partial epoch)."""
         return self.trainer.training_stage()
 
     def training_one_step(self, img, label, adapt_TeacherForcing):
-        """One optimizer step on a batch of clips: (loss, mse, kl, grad_norm)."""
-        return self.trainer.training_one_step(img, label, adapt_TeacherForcing)
+        """One optimizer step on a batch of clips: (loss, {term: value}), the terms
+        of forward() and the gradient norm. The run stops before the update when
+        a term is not finite."""
+        trainer = self.trainer
+        with self.autocast():
+            loss, terms = trainer.ddp_model(img, label, adapt_TeacherForcing, trainer.beta)
+        values = dict(zip(["loss", *terms], torch.stack(
+            [loss.detach().float(), *(v.float() for v in terms.values())]).tolist()))
+        trainer.require_finite(values)
+        trainer.optim.zero_grad(set_to_none=True)
+        trainer.scaler.scale(loss).backward()
+        grad_norm = self.optimizer_step()
+        return values.pop("loss"), {**values, "grad_norm": grad_norm}
 
     def optimizer_step(self):
-        """Clip the gradients (done in training_one_step) and step at this step's LR."""
-        return self.trainer.optimizer_step()
+        """Clip the gradients to --grad_clip, then step at this step's LR; returns
+        the gradient norm before clipping."""
+        return self.trainer.clip_and_step()
 
     def train_dataloader(self):
-        return self.trainer.train_dataloader()
+        """The current epoch's batches of training clips (dataloader.epoch_loader)."""
+        trainer = self.trainer
+        return epoch_loader(self.train_set, self.args, trainer.current_epoch, trainer.dist,
+                            pin_memory=self.device.type == "cuda")
 
     def val_dataloader(self):
-        return self.trainer.val_dataloader()
+        """The validation videos, one at a time, in order."""
+        return DataLoader(self.val_set, batch_size=1, shuffle=False)
 
     def teacher_forcing_ratio_update(self):
         """The ratio of the current epoch: --tfr, less --tfr_d_step per epoch from --tfr_sde."""
-        return self.trainer.teacher_forcing_ratio_update()
+        trainer = self.trainer
+        trainer.tfr = teacher_forcing_ratio(self.args, trainer.current_epoch)
+        return trainer.tfr
 
     def tqdm_bar(self, mode, pbar, loss, lr):
-        return self.trainer.tqdm_bar(mode, pbar, loss, lr)
+        """The progress bar's text: loss, every loss term, beta, teacher forcing, lr."""
+        return self.trainer.tqdm_bar(pbar, loss, lr)
 
     def save(self, path):
-        """A checkpoint of the run: weights, optimizer, schedules' position, flags."""
-        return self.trainer.save(path)
+        """A checkpoint of the run, written atomically: weights, optimizer, the
+        schedules' position, flags."""
+        atomic_save(self.trainer.checkpoint(), path)
 
-    def load_checkpoint(self):
-        """Resume from --ckpt_path: the weights and the training state."""
-        ckpt = load_checkpoint(self.args.ckpt_path)
-        check_dims(ckpt["state_dict"], self.config, self.args.ckpt_path)
+    def load_checkpoint(self, ckpt=None, resume=None):
+        """Load --ckpt_path: its settings (utils/from_checkpoint.py: dims, output
+        activation, a resumed run's flags), its weights and, to resume training
+        (``resume``, by default unless --test), its run state, which the Training
+        takes when it starts. ``ckpt``: the checkpoint, already read and its
+        settings taken (main() does so first, to build the model at its dims)."""
+        resume = not getattr(self.args, "test", False) if resume is None else resume
+        if ckpt is None:
+            ckpt = read_checkpoint(self.args, resume)
+            self.adopt_settings()
+        # The networks' own dims: a model is built before a checkpoint is read.
+        check_dims(ckpt["state_dict"], argparse.Namespace(**dims_of(self.state_dict())),
+                   self.args.ckpt_path)
         self.load_state_dict(ckpt["state_dict"])
-        self.trainer.resume(ckpt, self.args.ckpt_path)
+        if resume:
+            self._resume = from_checkpoint.resume_state(ckpt, self.args.ckpt_path)
+            if self._trainer is not None:
+                self._trainer.resume(self._resume)
+
+    def adopt_settings(self):
+        """Take this model's settings from self.args again, after a checkpoint's
+        were taken into them; its networks were built at their dims already
+        (load_checkpoint names any that differ)."""
+        self.config = ModelConfig.of(self.args)
+        self.to(memory_format=self.memory_format)
+        for layer in self.modules():
+            if isinstance(layer, FrameBatchNorm2d):
+                layer.train_stats = self.config.bn_train
+                layer.rollout_stats = self.config.bn_rollout
 
     def eval(self):
         """The template's validation: every val video of --DR rolled out from its
-        first frame; (mean loss, PSNR per predicted frame, the first video).
-        Unlike nn.Module.eval() it does not change the mode (use train(False))."""
-        videos = self._trainer.datasets()[1] if self._trainer is not None else val_videos(self.args)
-        return validate(self, videos, self.args.seed)
+        first frame by val_one_step; (mean loss, PSNR per predicted frame, the
+        first video). Unlike nn.Module.eval() it does not change the mode (use
+        train(False))."""
+        return validate(self, self.val_dataloader(), self.args.seed)
 
 
-# --------------------------------------------------------------------------- checkpoint settings
+# --------------------------------------------------------------------------- checkpoints
 ACTIVATION_PROBE_FRAMES = 48  # val frames rolled out per candidate output activation
 
 
-def take_checkpoint_settings(args, ckpt, source, resume=False):
-    """Fill every flag the user did not type from the checkpoint to test or resume.
-
-    This project's checkpoints store their flags. Others (the course template's,
-    a classmate's) store none: the model dims are read off the weights' shapes,
-    the frame size keeps its flags (no weight depends on it), the output
-    activation is measured, and a resume takes their lr and tfr.
-    """
-    recorded = isinstance(ckpt.get("args"), dict)
-    if recorded:
-        merge_checkpoint_args(args, ckpt["args"], overridable=set(vars(args)) - set(MODEL_FLAGS))
-    else:
-        merge_checkpoint_args(args, dims_of(ckpt["state_dict"]))
-    validate_args(args)
-    if resume:
-        require_epochs_left(args, ckpt, source)
-        if not recorded:
-            continue_unrecorded_schedule(args, ckpt, source)
-    if not recorded:
-        choose_output_activation(args, ckpt["state_dict"], source)
-    validate_args(args)
-    return args
-
-
-def require_epochs_left(args, ckpt, source):
-    last = int(ckpt.get("last_epoch", -1))
-    if last + 1 < args.num_epoch:
-        return
-    stretch = (" (the cosine schedule is then laid over the new --num_epoch, so the LR rises "
-               "again)" if args.lr_scheduler == "cosine" else "")
-    raise UserError(f"'{source}' is already at the last epoch: it finished epoch {last} and "
-                    f"--num_epoch {args.num_epoch} ends at epoch {args.num_epoch - 1}, so "
-                    "nothing is left to train. To train longer, resume with a larger "
-                    f"--num_epoch, e.g. --num_epoch {last + 11}{stretch}; to evaluate it, "
-                    "add --test.")
-
-
-def continue_unrecorded_schedule(args, ckpt, source):
-    """Resume a checkpoint without flags with its ``lr`` and ``tfr``, as the
-    template's loader does, unless --lr or --tfr was typed.
-
-    The LR here is a function of (epoch, step) around a peak --lr, so the
-    checkpoint's lr becomes --lr, the peak of the resumed run's schedule. Its
-    tfr is the ratio of its last epoch: --tfr becomes the initial ratio that
-    --tfr_sde and --tfr_d_step decay to it by then, so the decay carries on.
-    """
-    epoch, typed, notes = int(ckpt.get("last_epoch", -1)) + 1, args.explicit_flags, []
-    if "lr" not in typed and float(ckpt.get("lr", 0)) > 0:
-        args.lr = float(ckpt["lr"])
-        warmup = (f" once the {args.warmup_steps}-step warm-up of the fresh optimizer is over"
-                  if args.warmup_steps else "")
-        notes.append(f"--lr {args.lr:g} (the checkpoint's lr) is the peak of --lr_scheduler "
-                     f"{args.lr_scheduler}: epoch {epoch} runs at "
-                     f"{epoch_learning_rate(args, epoch):.3g}{warmup}")
-    if "tfr" not in typed and "tfr" in ckpt:
-        stored = float(ckpt["tfr"])
-        args.tfr = initial_tfr_reaching(args, stored, epoch - 1)
-        notes.append(f"--tfr {args.tfr:g}, from which --tfr_sde {args.tfr_sde} and --tfr_d_step "
-                     f"{args.tfr_d_step:g} reach the checkpoint's tfr {stored:g} at epoch "
-                     f"{epoch - 1}: epoch {epoch} uses {teacher_forcing_ratio(args, epoch):g}")
-    if notes:
-        print(f"note: resuming '{source}', which records no flags, with its lr and tfr: "
-              + "; ".join(notes) + ". Type --lr or --tfr to choose otherwise.", file=sys.stderr)
-
-
-def choose_output_activation(args, state_dict, source):
-    """The output activation of a checkpoint that does not record it, by measurement.
-
-    The template's generator has none (clamping is its fix), many students add a
-    sigmoid, and the weights cannot tell. Each candidate rolls out the first
-    frames of the val video with the same z; the better PSNR wins. A typed
-    --output_activation wins over both. Measured on the CPU, so that the Trainer
-    and the Tester see the same figures and make the same choice.
-    """
-    if "output_activation" in args.explicit_flags:
-        return args.output_activation
-    val = Path(args.DR) / "val" / "val_img"
-    frames = min(ACTIVATION_PROBE_FRAMES, len(list_images(val))) if val.is_dir() else 0
+def probe_output_activation(args, state_dict, candidates):
+    """For a checkpoint that does not record its output activation: the val PSNR
+    of each candidate over the first frames of the val video, with the same z,
+    on the CPU (so that Trainer.py and Tester.py see the same figures and make
+    the same choice). ({candidate: PSNR}, frames), or None without a val video."""
+    val = Path(args.DR or "") / "val" / "val_img"
+    frames = min(ACTIVATION_PROBE_FRAMES, len(list_images(val))) if args.DR and val.is_dir() else 0
     if frames < 2:
-        args.output_activation = "clamp"
-        print(f"note: '{source}' does not record its output activation and '{val}' holds no "
-              "val video to measure it on: using --output_activation clamp (the template's "
-              "generator has none); type --output_activation sigmoid if yours ends in a "
-              "sigmoid.", file=sys.stderr)
-        return args.output_activation
-    video = Subset(Dataset_Dance(args.DR, None, "val", frames, cache=False,
-                                 frame_size=(args.frame_H, args.frame_W)), [0])
+        return None
+    video = DataLoader(Subset(Dataset_Dance(args.DR, None, "val", frames, cache=False,
+                                            frame_size=(args.frame_H, args.frame_W)), [0]))
     psnr = {}
-    for candidate in ("sigmoid", "clamp"):
+    for candidate in candidates:
         model = VAE_Model(argparse.Namespace(**{**vars(args), "output_activation": candidate}))
         model.load_state_dict(state_dict)
         psnr[candidate] = validate(model, video, args.seed)[1].mean().item()
-    args.output_activation = max(psnr, key=psnr.get)
-    other = "clamp" if args.output_activation == "sigmoid" else "sigmoid"
-    print(f"note: '{source}' does not record its output activation; rolled out over the first "
-          f"{frames} val frames, sigmoid gives {psnr['sigmoid']:.2f} dB and clamp "
-          f"{psnr['clamp']:.2f} dB: using --output_activation {args.output_activation} (type "
-          f"--output_activation {other} to override).", file=sys.stderr)
-    return args.output_activation
+    return psnr, frames
+
+
+def read_checkpoint(args, resume):
+    """--ckpt_path, read, and its settings taken into ``args`` for a run that
+    resumes training from it or (without ``resume``) tests it."""
+    ckpt = load_checkpoint(args.ckpt_path)
+    from_checkpoint.take_settings(args, ckpt, args.ckpt_path, resume=resume,
+                                  probe=probe_output_activation)
+    return ckpt
 
 
 # --------------------------------------------------------------------------- main
-def apply_runtime_options(model, args):
-    """--channels_last and --compile: how the networks run, not what they compute."""
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+def build_model(args, device="cpu", ckpt=None):
+    """VAE_Model(args) seeded by --seed on ``device``, loaded from ``ckpt`` (read
+    by read_checkpoint) if given, compiled if --compile says so."""
+    torch.manual_seed(args.seed)
+    model = VAE_Model(args).to(device)
+    if ckpt is not None:
+        model.load_checkpoint(ckpt)
+    return compile_networks(model, args)
+
+
+def compile_networks(model, args):
+    """--compile: torch.compile each network (how they run, not what they compute)."""
     if args.compile:
         for name in ("frame_transformation", "label_transformation", "Gaussian_Predictor",
                      "Decoder_Fusion", "Generator"):
             getattr(model, name).compile(mode=args.compile_mode)
     return model
-
-
-def build_model(args, device="cpu", state_dict=None, source=None):
-    """VAE_Model(args) seeded by --seed on ``device``, with a checkpoint's weights."""
-    torch.manual_seed(args.seed)
-    model = VAE_Model(args).to(device)
-    if state_dict is not None:
-        check_dims(state_dict, model.config, source)
-        model.load_state_dict(state_dict)
-    return apply_runtime_options(model, args)
 
 
 @exit_on_user_error
@@ -498,9 +515,9 @@ def main(args):
     validate_args(args)
     if args.test and not args.ckpt_path:
         raise UserError("--test needs --ckpt_path: the checkpoint to validate.")
-    ckpt = load_checkpoint(args.ckpt_path) if args.ckpt_path else None
-    if ckpt is not None:
-        take_checkpoint_settings(args, ckpt, args.ckpt_path, resume=not args.test)
+    ckpt = read_checkpoint(args, resume=not args.test) if args.ckpt_path else None
+    if ckpt is not None and not args.test:   # before any file is touched
+        from_checkpoint.require_epochs_left(args, int(ckpt.get("last_epoch", -1)), args.ckpt_path)
     if "num_workers" in args.explicit_flags and args.data_cache == "memory":
         print("note: --num_workers is read only with --data_cache none; the memory cache "
               "decodes every PNG once, before training.", file=sys.stderr)
@@ -508,7 +525,7 @@ def main(args):
     with contextlib.ExitStack() as held:
         held.callback(dist.close)
         save_root = saveroot.claim(args, dist, held)
-        model = build_model(args, dist.device, ckpt and ckpt["state_dict"], args.ckpt_path)
+        model = build_model(args, dist.device, ckpt)
         if args.test:
             if dist.is_main:  # every rank would print the same numbers
                 val_loss, frame_psnr, _ = model.eval()
@@ -516,15 +533,14 @@ def main(args):
                       f"over {len(frame_psnr)} frames")
             return
         trainer = model.start_training(dist)
-        if ckpt is not None:
-            trainer.resume(ckpt, args.ckpt_path)
-        train_set, _ = trainer.datasets()
+        model.val_set   # the smaller split first: a bad layout fails fast
         if dist.is_main:
             runlog.write_args(save_root, plain_args(args))
             runlog.truncate_metrics(save_root, trainer.current_epoch - 1)
+            clips = len(model.train_set)
             per_epoch = (f", {args.clips_per_epoch} drawn each epoch"
-                         if 0 < args.clips_per_epoch < len(train_set) else "")
-            print(f"training on {dist.device} x{dist.world_size}: {len(train_set)} clips of "
+                         if 0 < args.clips_per_epoch < clips else "")
+            print(f"training on {dist.device} x{dist.world_size}: {clips} clips of "
                   f"{args.train_vi_len} frames{per_epoch}, epochs {trainer.current_epoch}.."
                   f"{args.num_epoch - 1}")
         trainer.install_stop_handlers()

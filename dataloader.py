@@ -12,16 +12,23 @@ or mode are converted to RGB, resized to (frame_H, frame_W) and scaled to [0, 1]
 By default each split is decoded once into a uint8 tensor held in memory (the
 full real training set at 32x64 is about 290 MB), so no epoch decodes a PNG.
 ``cache=False`` reads the PNGs on every access instead, for sets too big for RAM.
+
+The splits as a run's flags ask for them: ``training_clips(args)``,
+``validation_videos(args)`` and ``epoch_loader(...)``, the clips of one epoch.
 """
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from utils.augment import AugmentedClips, ClipAugmentation
 from utils.errors import UserError
 from utils.images import frame_index, list_images, read_image, read_images
+from utils.runtime import Distributed, seed_for
 from utils.submission import FRAME_SIZE
+
+CLIP_DRAW_SALT = 0x5EED  # the per-epoch clip draw has its own stream, apart from the shuffle
 
 LAYOUT = """expected layout:
     <DR>/train/train_img/frame<N>.png   <DR>/train/train_label/frame<N>.png
@@ -148,3 +155,63 @@ class DanceTestSequences(Dataset):
         first = read_image(self.first_frame_files[index], self.frame_size)[None]
         labels = read_images(self.label_files[index], self.frame_size, self.workers)
         return to_unit_float(first), to_unit_float(labels)
+
+
+# --------------------------------------------------------------------------- a run's splits
+def training_clips(args):
+    """The training clips of --DR, --train_vi_len frames each (--partial of the frames)."""
+    return Dataset_Dance(args.DR, None, "train", args.train_vi_len, args.partial,
+                         frame_size=(args.frame_H, args.frame_W),
+                         cache=args.data_cache == "memory")
+
+
+def validation_videos(args):
+    """The validation videos of --DR, --val_vi_len frames each."""
+    return Dataset_Dance(args.DR, None, "val", args.val_vi_len, 1.0,
+                         frame_size=(args.frame_H, args.frame_W),
+                         cache=args.data_cache == "memory")
+
+
+def epoch_loader(clips, args, epoch, dist=None, pin_memory=False):
+    """The shuffled batches of one epoch of ``clips`` (training_clips(args)),
+    augmented as the --aug_* flags say; --fast_train uses the first
+    --fast_partial share in its first epochs, --clips_per_epoch draws afresh
+    from the rest.
+
+    Every draw is seeded by (--seed, epoch), so a resumed run draws what an
+    uninterrupted one would. Under DDP (``dist``) each rank gets a disjoint
+    1/world_size share of a per-epoch shuffle (padded to equal length so every
+    rank takes the same steps).
+    """
+    dist = dist or Distributed()
+    augmentation = ClipAugmentation.of(args)
+    # Wrapped before any Subset: a clip's transform follows its index in the set.
+    dataset = (AugmentedClips(clips, augmentation, args.seed, epoch) if augmentation.enabled
+               else clips)
+    if args.fast_train and epoch < args.fast_train_epoch:
+        fast = int(len(clips.frame_files) * args.fast_partial) // args.train_vi_len
+        dataset = Subset(dataset, range(min(max(fast, 1), len(dataset))))
+    if 0 < args.clips_per_epoch < len(dataset):
+        # A fresh draw each epoch shows every motion of the set within a short epoch;
+        # seeded by the epoch alone, so every rank and a resumed run draw the same.
+        draw = torch.Generator().manual_seed(seed_for(args.seed, epoch) ^ CLIP_DRAW_SALT)
+        chosen = torch.randperm(len(dataset), generator=draw)[:args.clips_per_epoch]
+        dataset = Subset(dataset, chosen.sort().values.tolist())
+    if dist.enabled:
+        sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank,
+                                     shuffle=True, seed=args.seed)
+        sampler.set_epoch(epoch)
+        shuffle, generator = False, None
+    else:
+        sampler, shuffle = None, True
+        generator = torch.Generator().manual_seed(seed_for(args.seed, epoch))
+    workers = 0 if args.data_cache == "memory" else args.num_workers
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
+                        generator=generator, num_workers=workers, drop_last=True,
+                        pin_memory=pin_memory)
+    if len(loader) == 0:
+        # drop_last would silently train nothing and log zero losses.
+        raise UserError(f"{len(dataset)} training clips over {dist.world_size} process(es) give "
+                        f"no full batch of --batch_size {args.batch_size} (per process); lower "
+                        "--batch_size or --train_vi_len, or use more data.")
+    return loader

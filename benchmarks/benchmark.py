@@ -8,7 +8,7 @@ on to the project's model; without them it runs with the project's defaults.
 
 Everything is measured in one process on a small synthetic dataset (written to a
 temporary folder). The project is compared with the NAIVE REFERENCE of
-tests/template_reference.py: the course template's loop, one frame at a time,
+benchmarks/template_reference.py: the course template's loop, one frame at a time,
 re-encoding every frame it needs, in fp32. Variants being compared run
 interleaved (A, B, A, B, ...) after a warm-up and each figure is a median, so a
 load from other processes hits all variants alike and the ratios stay
@@ -34,11 +34,11 @@ if not __package__: import _repo  # noqa: E701,F401 (script: repo root on sys.pa
 import Trainer  # noqa: E402
 from dataloader import Dataset_Dance, DanceTestSequences, list_images, read_images  # noqa: E402
 from tools.synthetic_dance import generate_dataset  # noqa: E402
-from tests.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
+from benchmarks.template_reference import (TemplateModel, naive_rollout,  # noqa: E402
                                       naive_training_step)
 from utils.cli import tool_parser  # noqa: E402
 from utils.flags import default_args, validate_args  # noqa: E402
-from utils.metrics import FRAMES_PER_SEQUENCE  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE, REAL_TRAIN_FRAMES  # noqa: E402
 from utils.runtime import resolve_amp, resolve_device  # noqa: E402
 from utils.submission import write_submission  # noqa: E402
 
@@ -172,7 +172,7 @@ def parse(argv=None):
     return args, project_flags
 
 
-REAL_PAIRS = 23410          # frame+label pairs of the real training split
+REAL_PAIRS = REAL_TRAIN_FRAMES   # frame+label pairs of the real training split
 
 
 def template_read(path, transform):
@@ -275,7 +275,7 @@ def run(opts, project_flags):
         label = torch.stack([poses for _, poses in clips]).to(device)       # (B, T, 3, H, W)
         model.train()
         reference.train()
-        beta = model.trainer.beta_schedule.get_beta()
+        beta = model.trainer.beta
         variants = {
             "project_tf_off": lambda: model.training_one_step(img, label, False),
             "naive_tf_off": lambda: naive_training_step(reference, img, label, False, beta),

@@ -20,7 +20,6 @@ none), else the val video. PSNR is on the loader's float frames, as
 validation computes it. Other flags are Tester.py's (e.g. --bn_rollout).
 """
 import json
-import math
 from pathlib import Path
 
 import torch

@@ -109,11 +109,11 @@ def test_training_clips_are_augmented_and_val_and_test_never(small_dataset):
     args = default_args("--DR", str(small_dataset), "--F_dim", "16", "--L_dim", "16",
                         "--N_dim", "4", "--D_out_dim", "24", "--batch_size", "1",
                         "--val_vi_len", "12", *AUG_FLAGS)
-    training = VAE_Model(args).start_training()
+    model = VAE_Model(args)
     plain = Dataset_Dance(small_dataset, None, "train", args.train_vi_len)
-    augmented = training.train_dataloader().dataset
+    augmented = model.train_dataloader().dataset
     assert not torch.equal(augmented[0][0], plain[0][0])
-    assert all(torch.equal(a, b) for a, b in zip(training.val_dataloader().dataset[0],
+    assert all(torch.equal(a, b) for a, b in zip(model.val_dataloader().dataset[0],
                                                  Dataset_Dance(small_dataset, None, "val", 12)[0]))
     tester = Tester.Test_model(args).val_dataloader()
     first, labels = tester[0]

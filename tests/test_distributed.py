@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import assert_close_grads
+from dataloader import epoch_loader
 from Trainer import VAE_Model, build_model
 from utils.flags import default_args
 from tools.synthetic_dance import generate_dataset
@@ -18,7 +19,6 @@ from utils import runlog
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.runtime import Distributed, setup_distributed
-from utils.training import Training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--F_dim", "8", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16"]
@@ -34,9 +34,8 @@ def tiny_args(*extra):
 
 def epoch_clips(args, rank, dataset, epoch, world_size=2):
     """The clips rank ``rank`` of ``world_size`` trains on in ``epoch``."""
-    training = Training(VAE_Model(args), args, Distributed(rank, world_size, torch.device("cpu")))
-    training.train_set, training.current_epoch = dataset, epoch
-    return [int(x) for (x,) in training.train_dataloader()]
+    distributed = Distributed(rank, world_size, torch.device("cpu"))
+    return [int(x) for (x,) in epoch_loader(dataset, args, epoch, distributed)]
 
 
 def free_port():
@@ -70,7 +69,7 @@ def ddp_worker(rank, world_size, port, out_dir):
         distributed = Distributed(rank, world_size, torch.device("cpu"))
         model = build_model(args)
         ddp_model = distributed.wrap(model)   # held: DDP's gradient hooks live with it
-        loss, _, _ = ddp_model(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
+        loss, _ = ddp_model(img[rows], label[rows], FORCING, BETA, noise=noise[rows])
         loss.backward()
         # The same step without DDP: what this rank alone would compute.
         local = build_model(args)

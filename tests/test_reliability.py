@@ -400,5 +400,6 @@ def test_a_full_disk_while_writing_the_submission_keeps_the_old_one(
     expect_error(Tester, "--DR", small_dataset, "--save_root", out, "--ckpt_path", small_ckpt,
                  "--no_sanity", contains=[f"'{out / 'submission.csv'}'", "No space left on device",
                                           "previous file is intact"])
-    assert [p.name for p in out.iterdir()] == ["submission.csv"]
+    # no temporary file is left; the rollouts' GIFs were written before the CSV
+    assert sorted(p.name for p in out.iterdir()) == ["pred_seq0.gif", "submission.csv"]
     assert (out / "submission.csv").read_text() == "the earlier submission"

@@ -2,7 +2,7 @@
 
 VAE_Model.forward encodes every frame once and batches the encoders and the
 posterior over the clip; VAE_Model.rollout runs all sequences as one batch.
-tests/template_reference.py holds the naive one-frame-at-a-time loops they are
+benchmarks/template_reference.py holds the naive one-frame-at-a-time loops they are
 timed against; here both run in fp32 on the same weights and the same noise.
 
 Rollouts are compared with the template itself: its networks, its plain
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import Trainer
 from conftest import assert_close_grads
 from benchmarks.benchmark import REAL_PAIRS, build_models
-from template_reference import TemplateModel, naive_clip_loss, naive_rollout
+from benchmarks.template_reference import TemplateModel, naive_clip_loss, naive_rollout
 from utils.flags import default_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +55,9 @@ def reference_of(model, cls):
 
 def loss_and_grads(model, compute):
     model.zero_grad(set_to_none=True)
-    loss, mse, kl = compute()
+    loss, terms = compute()
     loss.backward()
-    return (loss.detach(), mse, kl), [p.grad.clone() for p in model.parameters()]
+    return (loss.detach(), terms["mse"], terms["kl"]), [p.grad.clone() for p in model.parameters()]
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -99,7 +99,7 @@ def test_teacher_forcing_on_off_and_per_frame_are_prediction_from_truth_rollout_
     @torch.no_grad()
     def predicted(forcing):
         generated.clear()
-        _, mse, _ = model(img, label, forcing, 0.3, torch.zeros(B, T - 1, 4, H, W))
+        mse = model(img, label, forcing, 0.3, torch.zeros(B, T - 1, 4, H, W))[1]["mse"]
         frames = torch.cat(generated).unflatten(0, (T - 1, B)).transpose(0, 1)
         torch.testing.assert_close(mse, F.mse_loss(frames, img[:, 1:]))   # the loss's frames
         return frames

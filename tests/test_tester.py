@@ -290,6 +290,6 @@ def test_a_rollout_that_is_not_finite_stops_before_the_submission(trained, tiny_
 
     monkeypatch.setattr(Tester.Test_model, "predict", overflowing)
     args = args_for_tester(trained, "--device", "cpu", data=tiny_dataset, save_root=out)
-    with pytest.raises(UserError, match="sequence '1' is not finite from frame 161 on"):
+    with pytest.raises(UserError, match="test sequence 1 is not finite from frame 161 on"):
         Tester.main.__wrapped__(args)
     assert (out / "submission.csv").read_text() == "the previous submission"

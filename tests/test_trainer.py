@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 import Trainer
 from conftest import TEMPLATE_DIMS, TINY, train_flags, write_template_checkpoint
@@ -15,7 +16,7 @@ from utils.errors import UserError
 from utils import runtime
 from utils import schedules
 from utils.flags import default_args
-from utils.training import non_finite_remedies, validate
+from utils.training import non_finite_remedies
 from utils.metrics import psnr_per_frame
 
 
@@ -124,13 +125,15 @@ def test_reconstruction_loss_is_the_one_named_by_the_flag(loss):
     torch.manual_seed(0)
     img, label = torch.rand(2, 4, 3, 8, 16), torch.rand(2, 4, 3, 8, 16)
     with torch.no_grad():
-        total, mse, _ = model(img, label, teacher_forcing=True, beta=0.0,
-                              noise=torch.zeros(2, 3, 4, 8, 16))
+        total, terms = model(img, label, teacher_forcing=True, beta=0.0,
+                             noise=torch.zeros(2, 3, 4, 8, 16))
         error = model.predict_from_truth(img, label)[:, 1:] - img[:, 1:]
     l1, l2 = error.abs().mean().item(), error.pow(2).mean().item()
     expected = {"mse": l2, "l1": l1, "l1_mse": 0.5 * (l1 + l2)}[loss]
     assert total.item() == pytest.approx(expected, rel=1e-5)
-    assert mse.item() == pytest.approx(l2, rel=1e-5)   # logged as MSE whatever the loss
+    # every term is logged whatever the loss
+    assert terms["mse"].item() == pytest.approx(l2, rel=1e-5)
+    assert terms["l1"].item() == pytest.approx(l1, rel=1e-5)
 
 
 def test_psnr_is_per_frame_for_batches():
@@ -163,7 +166,7 @@ def test_output_activation_decides_what_a_prediction_is():
         torch.testing.assert_close(frames[:, 1:], frame.expand(2, 3, -1, -1, -1),
                                    msg=activation)
         with torch.no_grad():
-            mse = model(img, label, True, 1.0)[1]
+            mse = model(img, label, True, 1.0)[1]["mse"]
         torch.testing.assert_close(mse, F.mse_loss(frame.expand(2, 3, -1, -1, -1), img[:, 1:]),
                                    msg=activation)
 
@@ -198,7 +201,7 @@ def test_validation_runs_in_eval_mode(small_dataset):
     model = Trainer.VAE_Model(args_for(*TINY, "--val_vi_len", "10"))
     running_mean = model.label_transformation[2].running_mean.clone()
     val = Dataset_Dance(small_dataset, None, "val", 10)
-    loss, psnr, _ = validate(model, val, seed=0)
+    loss, psnr, _ = Trainer.validate(model, DataLoader(val), seed=0)
     assert torch.equal(model.label_transformation[2].running_mean, running_mean)
     assert psnr.shape == (9,) and model.training
 
@@ -279,14 +282,14 @@ def test_compile_reaches_all_five_networks():
     """--compile compiles each network, and each runs through its module call, where a
     compiled module (and a hook) takes effect: a network whose layers were called
     directly would skip its compiled code silently."""
-    compiled = Trainer.apply_runtime_options(Trainer.VAE_Model(args_for(*TINY)),
+    compiled = Trainer.compile_networks(Trainer.VAE_Model(args_for(*TINY)),
                                              args_for(*TINY, "--compile"))
     assert all(getattr(compiled, n)._compiled_call_impl is not None for n in NETWORKS)
     modes = []
     model = Trainer.VAE_Model(args_for(*TINY))
     for name in NETWORKS:
         getattr(model, name).compile = lambda mode: modes.append(mode)
-    Trainer.apply_runtime_options(model, args_for(*TINY, "--compile", "--compile_mode",
+    Trainer.compile_networks(model, args_for(*TINY, "--compile", "--compile_mode",
                                                   "reduce-overhead"))
     assert modes == ["reduce-overhead"] * len(NETWORKS)   # CUDA graphs for the GPU check
 
@@ -311,8 +314,8 @@ def test_template_checkpoint_loads_its_weights(tmp_path, capsys):
                 "lr": 0.001, "tfr": 1.0, "last_epoch": 6}, tmp_path / "template.ckpt")
     model = Trainer.VAE_Model(args_for(*TINY, "--ckpt_path", str(tmp_path / "template.ckpt")))
     model.load_checkpoint()
-    assert "no optimizer state" in capsys.readouterr().err
     assert model.trainer.current_epoch == 7
+    assert "no optimizer state" in capsys.readouterr().err
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in source.state_dict().items())
 
 
@@ -430,7 +433,8 @@ def test_template_checkpoint_resumes_with_its_dims_lr_and_tfr(small_dataset, tmp
 
 def test_resume_with_nothing_left_to_train_says_so(tmp_path, capsys):
     model = Trainer.VAE_Model(args_for(*TINY, "--num_epoch", "2", "--lr_scheduler", "cosine"))
-    model.trainer.save(tmp_path / "last.ckpt", last_epoch=1)
+    model.trainer.current_epoch = 1
+    model.save(tmp_path / "last.ckpt")
     with pytest.raises(SystemExit) as stop:
         Trainer.main(Trainer.parse_args(["--DR", "unused", "--save_root", str(tmp_path),
                                          "--ckpt_path", str(tmp_path / "last.ckpt")]))

@@ -49,7 +49,7 @@ from tools.dance.render import render_frame, render_label  # noqa: E402
 from utils.cli import tool_parser  # noqa: E402
 from utils.fileio import atomic_write  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.metrics import FRAMES_PER_SEQUENCE  # noqa: E402
+from utils.metrics import FRAMES_PER_SEQUENCE, REAL_TRAIN_FRAMES  # noqa: E402
 from utils.submission import FRAME_SIZE  # noqa: E402
 
 PNG_LEVEL = 1          # noisy frames hardly compress; level 1 is fastest
@@ -165,7 +165,7 @@ def _prepare(out: Path, params: dict, force: bool, log) -> bool:
     return True
 
 
-def generate_dataset(out, train_frames: int = 23410, val_frames: int = FRAMES_PER_SEQUENCE,
+def generate_dataset(out, train_frames: int = REAL_TRAIN_FRAMES, val_frames: int = FRAMES_PER_SEQUENCE,
                      test_sequences: int = 5, test_frames: int = FRAMES_PER_SEQUENCE,
                      seed: int = 0, frame_size: tuple[int, int] = (64, 128),
                      workers: int | None = None, force: bool = False, log=print) -> Path:
@@ -259,7 +259,7 @@ def _frame_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = tool_parser(__doc__)
     parser.add_argument("--out", required=True, type=Path, help="output dataset directory")
-    for flag, default in (("--train_frames", 23410), ("--val_frames", FRAMES_PER_SEQUENCE),
+    for flag, default in (("--train_frames", REAL_TRAIN_FRAMES), ("--val_frames", FRAMES_PER_SEQUENCE),
                           ("--test_sequences", 5), ("--test_frames", FRAMES_PER_SEQUENCE)):
         parser.add_argument(flag, type=_positive_int, default=default,
                             help=f"number of {flag[2:].replace('_', ' ')}")

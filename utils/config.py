@@ -6,7 +6,19 @@ nothing else: ``VAE_Model(ModelConfig(F_dim=16, D_out_dim=24))``.
 """
 from dataclasses import dataclass, fields
 
+from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS
+from utils.errors import choice
 from utils.submission import FRAME_SIZE
+
+# The values each choice-valued setting takes: the command line's choices too.
+CHOICES = {
+    "output_activation": ("sigmoid", "clamp", "none"),
+    "bn_train": TRAIN_STATS,
+    "bn_rollout": ROLLOUT_STATS,
+    "loss": ("mse", "l1", "l1_mse"),
+    "kl_reduction": ("sum", "mean"),
+    "amp": ("auto", "off", "bf16", "fp16"),
+}
 
 
 @dataclass
@@ -24,6 +36,11 @@ class ModelConfig:
     kl_reduction: str = "sum"  # KL per frame summed (the template's) or averaged
     detach_prev: bool = False  # stop gradients through the previous prediction
     amp: str = "auto"          # autocast precision (utils/runtime.resolve_amp)
+    channels_last: bool = True  # convolution weights and activations channels-last (NHWC)
+
+    def __post_init__(self):
+        for name, values in CHOICES.items():
+            choice(dict.fromkeys(values), getattr(self, name), f"--{name}")
 
     @classmethod
     def of(cls, settings):

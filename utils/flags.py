@@ -7,20 +7,14 @@ The model flags' defaults are ModelConfig's (utils/config.py).
 import argparse
 import sys
 
-from utils.batchnorm import ROLLOUT_STATS, TRAIN_STATS
 from utils.cli import HelpFormatter
-from utils.config import DEFAULTS
-from utils.errors import UserError
+from utils.config import CHOICES, DEFAULTS
+from utils.errors import UserError, choice
 from utils.metrics import FRAMES_PER_SEQUENCE
 from utils.schedules import WARMUP_STEPS
 
 KL_TYPES = {"cyclical": "Cyclical", "monotonic": "Monotonic", "none": "None",
             "w/o": "None", "without": "None"}
-# Flags that define the network: a checkpoint's values win unless contradicted.
-MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation")
-# Flags that say where and how to run, never taken from a checkpoint.
-RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
-             "store_visualization", "overwrite", "explicit_flags")
 AUGMENTATION = ("Training clips only, one transform per clip drawn from (--seed, epoch, "
                 "clip) and applied to all its frames and labels (utils/augment.py); all off "
                 "by default.")
@@ -92,14 +86,14 @@ def get_args_parser(for_testing=False, paths_required=True):
     model.add_argument("--N_dim", type=int, default=DEFAULTS.N_dim, help="latent z channels")
     model.add_argument("--D_out_dim", type=int, default=DEFAULTS.D_out_dim,
                        help="decoder fusion output channels")
-    model.add_argument("--output_activation", choices=["sigmoid", "clamp", "none"],
+    model.add_argument("--output_activation", choices=CHOICES["output_activation"],
                        default=DEFAULTS.output_activation,
                        help="maps the generator's output into [0, 1]")
-    model.add_argument("--bn_rollout", choices=ROLLOUT_STATS, default=DEFAULTS.bn_rollout,
+    model.add_argument("--bn_rollout", choices=CHOICES["bn_rollout"], default=DEFAULTS.bn_rollout,
                        help="statistics of the label encoder's BatchNorm in validation and "
                        "test rollouts: each frame its own (the template's numbers) or the "
                        "running statistics")
-    model.add_argument("--bn_train", choices=TRAIN_STATS, default=DEFAULTS.bn_train,
+    model.add_argument("--bn_train", choices=CHOICES["bn_train"], default=DEFAULTS.bn_train,
                        help=shown("statistics of that BatchNorm in training: over the batch's "
                                   "frames, or each frame its own (as in rollouts)"))
 
@@ -118,7 +112,7 @@ def get_args_parser(for_testing=False, paths_required=True):
                        help=shown("raise the LR linearly over the first N optimizer steps "
                                   "(0: off)"))
     optim.add_argument("--num_epoch", type=int, default=70, help=shown("number of epochs"))
-    optim.add_argument("--loss", choices=["mse", "l1", "l1_mse"], default=DEFAULTS.loss,
+    optim.add_argument("--loss", choices=CHOICES["loss"], default=DEFAULTS.loss,
                        help=shown("reconstruction loss: MSE (the template's), L1, or 0.5 L1 "
                                   "+ 0.5 MSE"))
     optim.add_argument("--grad_clip", type=float, default=1.0, help=shown("gradient-norm clip"))
@@ -128,7 +122,7 @@ def get_args_parser(for_testing=False, paths_required=True):
                          help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu")
     runtime.add_argument("--gpu", type=int, default=0,
                          help="CUDA device index for --device cuda")
-    runtime.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=DEFAULTS.amp,
+    runtime.add_argument("--amp", choices=CHOICES["amp"], default=DEFAULTS.amp,
                          help="autocast precision; auto = bf16 where the device computes it "
                          "natively (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), else off; "
                          "fp16 needs CUDA")
@@ -155,7 +149,7 @@ def get_args_parser(for_testing=False, paths_required=True):
     kl.add_argument("--kl_anneal_cycle", type=int, default=10, help=shown("cycles (Cyclical)"))
     kl.add_argument("--kl_anneal_ratio", type=float, default=1.0,
                     help=shown("fraction of a cycle spent rising"))
-    kl.add_argument("--kl_reduction", choices=["sum", "mean"], default=DEFAULTS.kl_reduction,
+    kl.add_argument("--kl_reduction", choices=CHOICES["kl_reduction"], default=DEFAULTS.kl_reduction,
                     help=shown("KL per frame summed over latent elements (template) or "
                                "averaged"))
 
@@ -223,7 +217,14 @@ def typed_dest(parser, token):
 
 
 def validate_args(args):
-    """Reject values that cannot work, naming the flag."""
+    """Reject values that cannot work, naming the flag: from the command line, a
+    checkpoint's stored args or code, every choice-valued flag holds one of its
+    choices and every number its range."""
+    for action in get_args_parser(paths_required=False)._actions:
+        if action.choices is not None and hasattr(args, action.dest):
+            choice(dict.fromkeys(action.choices), getattr(args, action.dest),
+                   f"--{action.dest}")
+    choice(dict.fromkeys(KL_TYPES.values()), args.kl_anneal_type, "--kl_anneal_type")
     positive = ("num_epoch", "batch_size", "train_vi_len", "val_vi_len", "frame_H", "frame_W",
                 "F_dim", "L_dim", "N_dim", "D_out_dim", "per_save", "kl_anneal_cycle")
     for name in positive:
@@ -261,22 +262,3 @@ def validate_args(args):
     for name in ("num_workers", "fast_train_epoch", "tfr_sde", "warmup_steps"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}.")
-
-
-def merge_checkpoint_args(args, saved, overridable=()):
-    """Take the checkpoint's settings for every flag the user did not type.
-
-    A typed model flag that contradicts the checkpoint is an error naming it;
-    typed flags in ``overridable`` (a resumed run's recipe) win.
-    """
-    typed = set(getattr(args, "explicit_flags", []))
-    conflicts = [f"--{k} {getattr(args, k)} (checkpoint: {saved[k]})" for k in MODEL_FLAGS
-                 if k in typed and k in saved and getattr(args, k) != saved[k]]
-    if conflicts:
-        raise UserError("flags contradict the checkpoint: " + ", ".join(conflicts)
-                        + ". Drop them: the checkpoint's values are used.")
-    for key, value in saved.items():
-        if hasattr(args, key) and key not in RUN_FLAGS and not (
-                key in typed and key in overridable):
-            setattr(args, key, kl_type(value) if key == "kl_anneal_type" else value)
-    return args

@@ -20,11 +20,12 @@ def save_gif(path, frames, duration_ms=20):
     return atomic_write(path, lambda f: f.write(data), durable=False)
 
 
-def save_comparison_gif(path, sequences, duration_ms=20, gap=2):
-    """Several (T, 3, H, W) sequences side by side, separated by white columns."""
+def side_by_side(sequences, gap=2):
+    """Several (T, 3, H, W) sequences as one, side by side, separated by white
+    columns, as long as the shortest."""
     length = min(s.shape[0] for s in sequences)
     panels = []
     for seq in sequences:
         panels.append(seq[:length].detach().float().cpu())
         panels.append(torch.ones(length, 3, seq.shape[2], gap))
-    return save_gif(path, torch.cat(panels[:-1], dim=3), duration_ms)
+    return torch.cat(panels[:-1], dim=3)

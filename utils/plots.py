@@ -20,7 +20,9 @@ plt.rcParams.update({"font.size": 11, "axes.grid": True, "grid.alpha": 0.3,
 
 
 def run_label(run_dir, args):
-    """A legend label from the run's args, e.g. 'Cyclical' or 'Monotonic, tfr 0.0'."""
+    """A legend label: the run's KL annealing type (e.g. 'Cyclical'), or its folder's
+    name where args.json does not say (tools/compare_runs.py labels runs by the
+    settings in which they differ)."""
     if not args:
         return Path(run_dir).name
     return str(args.get("kl_anneal_type", Path(run_dir).name))
@@ -40,7 +42,9 @@ def load_run(run_dir, label=None):
 
 
 def column(run, name):
-    return [r["epoch"] for r in run["rows"]], [r[name] for r in run["rows"]]
+    """(epochs, values) of a logged column; NaN where a row lacks it (an older run)."""
+    return ([r["epoch"] for r in run["rows"]],
+            [r.get(name, math.nan) for r in run["rows"]])
 
 
 def _legend(ax, fontsize=None):
@@ -64,19 +68,39 @@ def _save(fig, path):
     return path
 
 
+# Titles of the logged columns the loss figure knows; any other train_<term>
+# column gets a panel titled by its name.
+PANEL_TITLES = {"train_loss": "Total loss (reconstruction + beta x KL)",
+                "train_mse": "Reconstruction MSE (per pixel)",
+                "train_l1": "Reconstruction L1 (per pixel)",
+                "train_kl": "KL divergence (per frame)",
+                "train_grad_norm": "Gradient norm (before clipping)",
+                "beta": "KL weight beta"}
+
+
+def loss_columns(runs):
+    """train_loss, every train_<term> any run logged (in the order logged), beta."""
+    terms = {}
+    for run in runs:
+        for row in run["rows"][:1]:
+            terms.update(dict.fromkeys(k for k in row if k.startswith("train_")))
+    return ["train_loss", *(t for t in terms if t != "train_loss"), "beta"]
+
+
 def plot_losses(runs, path):
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
-    panels = [("train_loss", "Total loss (MSE + beta KL)", True),
-              ("train_mse", "Reconstruction MSE (per pixel)", True),
-              ("train_kl", "KL divergence (per frame)", True),
-              ("beta", "KL weight beta", False)]
-    for ax, (name, title, log) in zip(axes.flat, panels):
+    columns = loss_columns(runs)
+    ncols = math.ceil(len(columns) / 2)
+    fig, axes = plt.subplots(2, ncols, figsize=(5.5 * ncols, 7.5), sharex=True, squeeze=False)
+    for ax, name in zip(axes.flat, columns):
         for run in runs:
             x, y = column(run, name)
             ax.plot(x, y, marker="o", ms=3, label=run["label"])
-        ax.set_title(title)
-        if log and all(v > 0 for run in runs for v in column(run, name)[1]):
+        ax.set_title(PANEL_TITLES.get(name, name.removeprefix("train_")))
+        values = [v for run in runs for v in column(run, name)[1] if math.isfinite(v)]
+        if name != "beta" and values and all(v > 0 for v in values):
             ax.set_yscale("log")
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_visible(False)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     _legend(axes[0, 0])

@@ -1,5 +1,11 @@
 """What a run leaves on disk: args.json, metrics.csv and per-frame PSNR CSVs.
 
+metrics.csv has one row per epoch and a column per value the run logs:
+``epoch, lr, tfr, tf_on_frac, beta, train_loss``, one ``train_<term>`` per
+named loss term (e.g. ``train_mse``, ``train_kl``) and ``train_grad_norm``,
+then ``val_loss, val_psnr, best_val_psnr, epoch_seconds``. A column first
+logged by a resumed run is added, earlier rows left blank there.
+
 Every file is replaced whole through atomic_write: a full disk or a crash
 mid-write leaves the previous version, never a truncated one.
 """
@@ -8,10 +14,6 @@ import json
 from pathlib import Path
 
 from utils.fileio import atomic_write
-
-METRIC_COLUMNS = ["epoch", "lr", "tfr", "tf_on_frac", "beta", "train_loss", "train_mse",
-                  "train_kl", "val_loss", "val_psnr", "best_val_psnr", "epoch_seconds"]
-
 
 def write_args(save_root, args_dict):
     text = json.dumps(args_dict, indent=2, sort_keys=True) + "\n"
@@ -28,27 +30,37 @@ def write_csv(path, rows, fieldnames):
     return atomic_write(path, write, text=True)
 
 
+def read_table(path):
+    """A CSV's header and rows (dicts of the strings written), or ([], []) when
+    there is no file."""
+    if not Path(path).exists():
+        return [], []
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
 def read_rows(path):
     """A CSV's rows as dicts of the strings written, or [] when there is no file."""
-    if not Path(path).exists():
-        return []
-    with Path(path).open(newline="") as f:
-        return list(csv.DictReader(f))
+    return read_table(path)[1]
 
 
 def append_metrics(save_root, row):
-    """Add one epoch's row to metrics.csv: the file is rewritten whole with it."""
+    """Add one epoch's row to metrics.csv: the file is rewritten whole with it,
+    its header extended by any column the row brings."""
     path = Path(save_root) / "metrics.csv"
-    write_csv(path, [*read_rows(path), row], METRIC_COLUMNS)
+    header, rows = read_table(path)
+    write_csv(path, [*rows, row], [*header, *(k for k in row if k not in header)])
 
 
 def truncate_metrics(save_root, keep_through_epoch):
     """Drop rows after ``keep_through_epoch`` (a resume redoes those epochs)."""
     path = Path(save_root) / "metrics.csv"
-    rows = read_rows(path)
+    header, rows = read_table(path)
     kept = [r for r in rows if int(float(r["epoch"])) <= keep_through_epoch]
     if len(kept) < len(rows):
-        write_csv(path, kept, METRIC_COLUMNS)
+        write_csv(path, kept, header)
 
 
 def read_metrics(run_dir):

@@ -6,19 +6,25 @@ and the KL weight beta of an epoch have one source each, here. The template's
 """
 import math
 
+from utils.errors import choice
+
 # Adam's first steps move every weight by about lr whatever its gradient; a linear
 # warm-up keeps them small (docs/quality.md).
 WARMUP_STEPS = 100
 MULTISTEP_MILESTONES = (2, 5)   # the template's MultiStepLR([2, 5], gamma=0.1)
 
 
+LR_SCHEDULES = {
+    "multistep": lambda args, epoch: 0.1 ** sum(epoch >= m for m in MULTISTEP_MILESTONES),
+    "cosine": lambda args, epoch: 0.5 * (1.0 + math.cos(
+        math.pi * min(epoch, args.num_epoch) / args.num_epoch)),
+    "constant": lambda args, epoch: 1.0,
+}
+
+
 def lr_factor(args, epoch):
-    """Multiplier of --lr at an epoch."""
-    if args.lr_scheduler == "multistep":
-        return 0.1 ** sum(epoch >= milestone for milestone in MULTISTEP_MILESTONES)
-    if args.lr_scheduler == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, args.num_epoch) / args.num_epoch))
-    return 1.0
+    """Multiplier of --lr at an epoch, by --lr_scheduler."""
+    return choice(LR_SCHEDULES, args.lr_scheduler, "--lr_scheduler")(args, epoch)
 
 
 def warmup_factor(args, step):
@@ -77,7 +83,8 @@ def frange_cycle_linear(n_iter, start=0.0, stop=1.0, n_cycle=1, ratio=1):
 def kl_beta(args, epoch):
     """Beta of an epoch: Cyclical (--kl_anneal_cycle cycles), Monotonic (one
     cycle) or None (1 throughout); past the last epoch it holds its last value."""
-    cycles = {"Cyclical": args.kl_anneal_cycle, "Monotonic": 1}.get(args.kl_anneal_type)
+    cycles = choice({"Cyclical": args.kl_anneal_cycle, "Monotonic": 1, "None": None},
+                    args.kl_anneal_type, "--kl_anneal_type")
     if cycles is None:
         return 1.0
     betas = frange_cycle_linear(args.num_epoch, 0.0, 1.0, cycles, args.kl_anneal_ratio)

@@ -1,11 +1,18 @@
-"""The training mechanics: optimizer, scaler, the epoch loop, validation,
-checkpoints and logging, in one place.
+"""The training engine: the state of one training run and its epoch loop.
 
-``Training(model, args)`` exists only while a model trains: a model built to
-test never gets an optimizer. The model's maths (its loss, its rollout) are
-the model's own; this file drives them. The template's training methods on
-VAE_Model (``training_stage``, ``training_one_step``, ``save``, ...) call the
-methods of the same names here.
+``Training(model, args, dist)`` exists only while a model trains (a model built
+to test never gets an optimizer). It holds what changes from step to step and
+epoch to epoch: the optimizer and gradient scaler, the epoch and step, the
+teacher-forcing ratio, the KL annealing, the best PSNR, a stop request.
+
+The loop calls the model only through the template's methods, as a Lightning
+Trainer calls a module's hooks: ``train_dataloader``, ``training_one_step``
+(which calls ``optimizer_step``), ``tqdm_bar``, ``eval`` (which calls
+``val_dataloader`` and ``val_one_step``), ``save``, ``make_gif`` and
+``teacher_forcing_ratio_update``. A VAE_Model subclass that overrides one
+changes what runs (docs/architecture.md). The mechanics those methods share
+(the gradient clip and the optimizer's step, the checkpoint's contents) are
+here.
 """
 import functools
 import math
@@ -16,22 +23,21 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from dataloader import Dataset_Dance
 from utils import runlog
-from utils.augment import AugmentedClips, ClipAugmentation
-from utils.checkpoint import FORMAT_VERSION, atomic_save, is_template_checkpoint, plain_args
+from utils.checkpoint import FORMAT_VERSION, plain_args
 from utils.cli import progress_bar
-from utils.errors import UserError
-from utils.media import save_comparison_gif
+from utils.errors import UserError, choice
+from utils.from_checkpoint import require_epochs_left
+from utils.media import side_by_side
 from utils.plots import plot_run
 from utils.runtime import Distributed, resolve_amp, seed_for
 from utils.schedules import (epoch_learning_rate, kl_annealing, learning_rate,
                              teacher_forcing_ratio, template_lr)
 
-CLIP_DRAW_SALT = 0x5EED  # the per-epoch clip draw has its own stream, apart from the shuffle
+OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
+TF_MODES = {"batch": False, "frame": True}   # --tf_mode: a draw per frame?
 
 
 def non_finite_remedies(args, device_type):
@@ -44,31 +50,44 @@ def non_finite_remedies(args, device_type):
     return ", ".join(remedies[:-1]) + " or " + remedies[-1] if len(remedies) > 1 else remedies[0]
 
 
+def step_result(result):
+    """A training_one_step's result as (loss, {term: value}): this project's
+    (loss, terms), or the bare loss a template-style override returns."""
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+        loss, terms = result
+    else:
+        loss, terms = result, {}
+    as_float = lambda v: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)  # noqa: E731
+    return as_float(loss), {name: as_float(v) for name, v in terms.items()}
+
+
 class Training:
     """One training run of ``model``: its optimizer and the state that changes
-    from step to step and from epoch to epoch.
-
-    The loop calls the model's template methods (``training_one_step``,
-    ``train_dataloader``, ``teacher_forcing_ratio_update``), which come back
-    here: a subclass of VAE_Model that overrides one changes the training.
-    """
+    from step to step and from epoch to epoch."""
 
     def __init__(self, model, args, dist=None):
         self.model, self.args = model, args
         self.dist = dist or Distributed(device=model.device)
-        optimizer = torch.optim.AdamW if args.optim == "AdamW" else torch.optim.Adam
+        optimizer = choice(OPTIMIZERS, args.optim, "--optim")
         self.optim = optimizer(model.parameters(), lr=args.lr)   # learning_rate() sets it per step
         self.scaler = torch.amp.GradScaler(enabled=args.amp == "fp16")
         self.current_epoch, self.global_step = 0, 0
+        # True while an epoch's steps run: a checkpoint written then (a stop) holds
+        # the epoch before as the last one finished.
+        self.mid_epoch = False
         self.best_val_psnr = -math.inf
         self.beta_schedule = kl_annealing(args, current_epoch=0)
         self.tfr = teacher_forcing_ratio(args, 0)
+        self.last_terms = {}       # the latest step's named loss terms, for the progress bar
         self.stop_signal = None
-        self.train_set = self.val_set = None
 
     @property
     def is_main(self):
         return self.dist.is_main
+
+    @property
+    def beta(self):
+        return self.beta_schedule.get_beta()
 
     @functools.cached_property
     def ddp_model(self):
@@ -83,8 +102,20 @@ class Training:
         self.beta_schedule = kl_annealing(self.args, current_epoch=epoch)
         self.tfr = teacher_forcing_ratio(self.args, epoch)
 
-    def teacher_forcing_ratio_update(self):
-        self.tfr = teacher_forcing_ratio(self.args, self.current_epoch)
+    def resume(self, state):
+        """Continue from utils.from_checkpoint.resume_state(): the epoch and, where
+        the checkpoint has them, the optimizer, scaler, step and best PSNR."""
+        require_epochs_left(self.args, state["epoch"] - 1, state["source"])
+        self.start_at(state["epoch"])
+        if "optimizer" not in state:
+            print(f"note: '{state['source']}' is a course-template checkpoint: weights loaded; "
+                  "it holds no optimizer state, so the optimizer starts fresh.", file=sys.stderr)
+            return
+        self.optim.load_state_dict(state["optimizer"])
+        if state["scaler"] and self.scaler.is_enabled():   # empty unless trained in fp16
+            self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state["global_step"]
+        self.best_val_psnr = state["best_val_psnr"]
 
     def next_epoch(self):
         """The template's end of an epoch: the teacher-forcing ratio and the KL
@@ -93,132 +124,73 @@ class Training:
         self.model.teacher_forcing_ratio_update()
         self.beta_schedule.update()
 
-    # ----------------------------------------------------------------------- one step
-    def training_one_step(self, img, label, adapt_TeacherForcing):
-        """One optimizer step on a batch of clips; returns (loss, mse, kl, grad_norm)."""
-        model, args = self.model, self.args
-        beta = self.beta_schedule.get_beta()
-        with model.autocast():
-            loss, mse, kl = self.ddp_model(img, label, adapt_TeacherForcing, beta)
-        self.optim.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        grad_norm = self.unscale_and_clip()
-        values = torch.stack([loss.detach().float(), mse.float(), kl.float(),
-                              grad_norm.float()]).tolist()
-        if not all(math.isfinite(v) for v in values[:3]) or (
-                not math.isfinite(values[3]) and args.amp != "fp16"):
+    # ----------------------------------------------------------------------- a step's mechanics
+    def require_finite(self, values, grad_norm=None):
+        """Stop the run before the update when a loss term (or, outside fp16, where
+        the scaler skips such steps, the gradient norm) is not finite."""
+        bad = not all(math.isfinite(v) for v in values.values()) or (
+            grad_norm is not None and not math.isfinite(grad_norm) and self.args.amp != "fp16")
+        if bad:
+            shown = ", ".join(f"{name} {value}" for name, value in values.items())
+            norm = f", grad norm {grad_norm}" if grad_norm is not None else ""
             raise UserError(
                 f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
-                f"(loss {values[0]}, MSE {values[1]}, KL {values[2]}, grad norm {values[3]}). "
-                "Stopped before the update; the last good checkpoint is intact. "
-                f"Try {non_finite_remedies(args, model.device.type)}.")
-        self.optimizer_step()
-        return values
+                f"({shown}{norm}). Stopped before the update; the last good checkpoint is "
+                f"intact. Try {non_finite_remedies(self.args, self.model.device.type)}.")
 
-    def unscale_and_clip(self):
+    def clip_and_step(self):
+        """Clip the gradients to --grad_clip, then step at this (epoch, step)'s
+        learning rate; fp16 skips a step whose gradients overflowed. Returns the
+        gradient norm before clipping."""
         self.scaler.unscale_(self.optim)
-        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
-
-    def optimizer_step(self):
-        """The step at this (epoch, step)'s learning rate; fp16 skips a step whose
-        gradients overflowed."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+        grad_norm = float(grad_norm)
+        self.require_finite({}, grad_norm)
         for group in self.optim.param_groups:
             group["lr"] = learning_rate(self.args, self.current_epoch, self.global_step)
         self.scaler.step(self.optim)
         self.scaler.update()
         self.global_step += 1
-
-    # ----------------------------------------------------------------------- data
-    def datasets(self):
-        """The training clips and validation videos --DR holds (read once)."""
-        if self.train_set is None:
-            args, cache = self.args, self.args.data_cache == "memory"
-            frame_size = (args.frame_H, args.frame_W)
-            self.val_set = val_videos(args)   # the smaller split first: a bad layout fails fast
-            self.train_set = Dataset_Dance(args.DR, None, "train", args.train_vi_len,
-                                           args.partial, frame_size=frame_size, cache=cache)
-        return self.train_set, self.val_set
-
-    def train_dataloader(self):
-        """Shuffled clips of the current epoch, augmented as the --aug_* flags say;
-        --fast_train uses the first fast_partial share, --clips_per_epoch draws
-        afresh from the rest.
-
-        Under DDP each rank gets a disjoint 1/world_size share of a per-epoch
-        shuffle (padded to equal length so every rank takes the same steps).
-        """
-        args, epoch, clips = self.args, self.current_epoch, self.datasets()[0]
-        augmentation = ClipAugmentation.of(args)
-        # Wrapped before any Subset: a clip's transform follows its index in the set.
-        dataset = (AugmentedClips(clips, augmentation, args.seed, epoch)
-                   if augmentation.enabled else clips)
-        if args.fast_train and epoch < args.fast_train_epoch:
-            fast = int(len(clips.frame_files) * args.fast_partial) // args.train_vi_len
-            dataset = Subset(dataset, range(min(max(fast, 1), len(dataset))))
-        if 0 < args.clips_per_epoch < len(dataset):
-            # A fresh draw each epoch shows every motion of the set within a short epoch;
-            # seeded by the epoch alone, so every rank and a resumed run draw the same.
-            draw = torch.Generator().manual_seed(seed_for(args.seed, epoch) ^ CLIP_DRAW_SALT)
-            chosen = torch.randperm(len(dataset), generator=draw)[:args.clips_per_epoch]
-            dataset = Subset(dataset, chosen.sort().values.tolist())
-        if self.dist.enabled:
-            sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size,
-                                         rank=self.dist.rank, shuffle=True, seed=args.seed)
-            sampler.set_epoch(epoch)
-            shuffle, generator = False, None
-        else:
-            sampler, shuffle = None, True
-            generator = torch.Generator().manual_seed(seed_for(args.seed, epoch))
-        workers = 0 if args.data_cache == "memory" else args.num_workers
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
-                            generator=generator, num_workers=workers, drop_last=True,
-                            pin_memory=self.model.device.type == "cuda")
-        if len(loader) == 0:
-            # drop_last would silently train nothing and log zero losses.
-            raise UserError(f"{len(dataset)} training clips over {self.dist.world_size} "
-                            f"process(es) give no full batch of --batch_size {args.batch_size} "
-                            "(per process); lower --batch_size or --train_vi_len, or use more "
-                            "data.")
-        return loader
-
-    def val_dataloader(self):
-        """The validation videos, one at a time, in order."""
-        return DataLoader(self.datasets()[1], batch_size=1, shuffle=False)
+        return grad_norm
 
     def teacher_forcing_draws(self, rng, steps):
-        if self.args.tf_mode == "frame":
+        """Teacher forcing for one batch: one draw (--tf_mode batch) or one per
+        predicted frame (frame, scheduled sampling)."""
+        if choice(TF_MODES, self.args.tf_mode, "--tf_mode"):
             return [rng.random() < self.tfr for _ in range(steps)]
         return rng.random() < self.tfr
 
     # ----------------------------------------------------------------------- epochs
     def train_one_epoch(self):
-        """Every batch of the epoch; the epoch's mean losses, or None if stopped."""
+        """Every batch of the epoch: the epoch's means ({'train_loss': ..., one
+        'train_<term>' per loss term}, share of frames forced), or None if stopped."""
         args, model, epoch = self.args, self.model, self.current_epoch
         torch.manual_seed(seed_for(args.seed, epoch, self.dist.rank))
         # The same teacher-forcing stream on every rank keeps DDP ranks in step.
         tf_rng = random.Random(seed_for(args.seed, epoch))
         loader = model.train_dataloader()
         model.train()
-        totals, tf_on, batches = [0.0, 0.0, 0.0], 0.0, 0
+        sums, tf_on, batches = {}, 0.0, 0
         bar = progress_bar(loader, desc=f"train {epoch}", disable=not self.is_main, leave=False)
         for img, label in bar:
             img = img.to(model.device, non_blocking=True)
             label = label.to(model.device, non_blocking=True)
             forcing = self.teacher_forcing_draws(tf_rng, img.shape[1] - 1)
-            loss, mse, kl, _ = model.training_one_step(img, label, forcing)
-            totals = [a + b for a, b in zip(totals, (loss, mse, kl))]
+            loss, self.last_terms = step_result(model.training_one_step(img, label, forcing))
+            for name, value in {"loss": loss, **self.last_terms}.items():
+                sums[name] = sums.get(name, 0.0) + value
             tf_on += forcing if isinstance(forcing, bool) else sum(forcing) / len(forcing)
             batches += 1
-            self.tqdm_bar("train", bar, loss, self.optim.param_groups[0]["lr"], mse=mse, kl=kl)
+            model.tqdm_bar("train", bar, loss, self.optim.param_groups[0]["lr"])
             if self.stop_requested():
                 return None
-        means = self.dist.mean([v / max(batches, 1) for v in (*totals, tf_on)])
-        return dict(zip(("train_loss", "train_mse", "train_kl", "tf_on_frac"), means))
+        means = self.dist.mean([v / max(batches, 1) for v in (*sums.values(), tf_on)])
+        return {f"train_{name}": mean for name, mean in zip(sums, means)}, means[-1]
 
-    def tqdm_bar(self, mode, pbar, loss, lr, **more):
-        pbar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4g}" for k, v in more.items()},
-                         beta=f"{self.beta_schedule.get_beta():.2f}", tf=f"{self.tfr:.2f}",
-                         lr=f"{lr:.2e}", refresh=False)
+    def tqdm_bar(self, pbar, loss, lr):
+        pbar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4g}" for k, v in self.last_terms.items()},
+                         beta=f"{self.beta:.2f}", tf=f"{self.tfr:.2f}", lr=f"{lr:.2e}",
+                         refresh=False)
 
     def stop_requested(self):
         """True once SIGINT/SIGTERM arrived on any rank."""
@@ -227,52 +199,52 @@ class Training:
             flag = self.dist.mean([float(flag)])[0] > 0
         return flag
 
-    def validate(self, dataset=None):
-        """Roll out every validation video with the same z every epoch (comparable
-        PSNR): (mean loss, PSNR per predicted frame, the first video's
-        (prediction, truth, labels))."""
-        dataset = self.datasets()[1] if dataset is None else dataset
-        return validate(self.model, dataset, self.args.seed)
-
     def training_stage(self):
         """The epochs left: train, validate, log, save, then the schedules move on.
         Returns True once every epoch is done, False when a signal stopped the run
         (its partial epoch is saved)."""
-        args, save_root = self.args, Path(self.args.save_root)
+        args, model, save_root = self.args, self.model, Path(self.args.save_root)
         while self.current_epoch < args.num_epoch:
             started, epoch = time.time(), self.current_epoch
-            train = self.train_one_epoch()
-            if train is None:
+            self.mid_epoch = True
+            trained = self.train_one_epoch()
+            if trained is None:
                 self.save_interrupted()
                 return False
+            self.mid_epoch = False
             if self.is_main:
-                val_loss, frame_psnr, (pred, truth, labels) = self.validate()
+                train, tf_on_frac = trained
+                val_loss, frame_psnr, (pred, truth, labels) = model.eval()
                 val_psnr = frame_psnr.mean().item()
                 improved = val_psnr > self.best_val_psnr
                 self.best_val_psnr = max(self.best_val_psnr, val_psnr)
                 lr = epoch_learning_rate(args, epoch)
                 runlog.write_frame_psnr(save_root, epoch, frame_psnr.tolist())
                 runlog.append_metrics(save_root, dict(
-                    epoch=epoch, lr=lr, tfr=self.tfr, beta=self.beta_schedule.get_beta(),
+                    epoch=epoch, lr=lr, tfr=self.tfr, tf_on_frac=tf_on_frac, beta=self.beta,
                     **train, val_loss=val_loss, val_psnr=val_psnr,
                     best_val_psnr=self.best_val_psnr,
                     epoch_seconds=round(time.time() - started, 2)))
                 self.save_epoch(improved)
                 plot_run(save_root)
                 if args.store_visualization:
-                    save_comparison_gif(save_root / "visualization" / f"val_epoch{epoch}.gif",
-                                        [pred, truth, labels])
-                tqdm.write(f"epoch {epoch}: loss {train['train_loss']:.5f} (MSE "
-                           f"{train['train_mse']:.5f}, KL {train['train_kl']:.4g}, beta "
-                           f"{self.beta_schedule.get_beta():.2f}), tfr {self.tfr:.2f}, lr "
-                           f"{lr:.2e} | val PSNR {val_psnr:.2f} dB (best "
-                           f"{self.best_val_psnr:.2f})")
+                    model.make_gif(side_by_side([pred, truth, labels]),
+                                   save_root / "visualization" / f"val_epoch{epoch}.gif")
+                terms = ", ".join(f"{k[6:]} {v:.4g}" for k, v in train.items() if k != "train_loss")
+                tqdm.write(f"epoch {epoch}: loss {train['train_loss']:.5f} ({terms}, beta "
+                           f"{self.beta:.2f}), tfr {self.tfr:.2f}, lr {lr:.2e} | val PSNR "
+                           f"{val_psnr:.2f} dB (best {self.best_val_psnr:.2f})")
             self.dist.barrier()
             self.next_epoch()
         return True
 
     # ----------------------------------------------------------------------- checkpoints
-    def checkpoint(self, last_epoch):
+    def checkpoint(self, last_epoch=None):
+        """The run as plain values and state_dicts: a checkpoint's contents.
+        last_epoch: the last epoch finished (default: the current one, or the one
+        before while an epoch's steps run)."""
+        if last_epoch is None:
+            last_epoch = self.current_epoch - 1 if self.mid_epoch else self.current_epoch
         return {
             "format_version": FORMAT_VERSION,
             "state_dict": self.model.state_dict(),
@@ -286,40 +258,22 @@ class Training:
             "args": plain_args(self.args),
         }
 
-    def save(self, path, last_epoch=None):
-        atomic_save(self.checkpoint(self.current_epoch if last_epoch is None else last_epoch), path)
-
     def save_epoch(self, improved):
         save_root = Path(self.args.save_root)
-        self.save(save_root / "last.ckpt")
+        self.model.save(save_root / "last.ckpt")
         if improved:
-            self.save(save_root / "best.ckpt")
+            self.model.save(save_root / "best.ckpt")
         if self.current_epoch % self.args.per_save == 0:
-            self.save(save_root / f"epoch={self.current_epoch}.ckpt")
+            self.model.save(save_root / f"epoch={self.current_epoch}.ckpt")
 
     def save_interrupted(self):
         """Keep the partial epoch's weights; a resume redoes this epoch."""
         path = Path(self.args.save_root) / "last.ckpt"
         if self.is_main:
-            self.save(path, last_epoch=self.current_epoch - 1)
+            self.model.save(path)
             print(f"\nstopped by {self.stop_signal} in epoch {self.current_epoch}; saved "
                   f"'{path}'.\nresume with: python Trainer.py --DR {self.args.DR} --save_root "
                   f"{self.args.save_root} --ckpt_path {path}", file=sys.stderr)
-
-    def resume(self, ckpt, source):
-        """Continue from a checkpoint whose weights the model holds: the epoch and,
-        for this project's checkpoints, the optimizer, scaler, step and best PSNR.
-        The LR needs no state of its own: learning_rate(args, epoch, step) gives it."""
-        self.start_at(int(ckpt.get("last_epoch", -1)) + 1)
-        if is_template_checkpoint(ckpt):
-            print(f"note: '{source}' is a course-template checkpoint: weights loaded; it holds "
-                  "no optimizer state, so the optimizer starts fresh.", file=sys.stderr)
-            return
-        self.optim.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():   # empty unless trained in fp16
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.global_step = int(ckpt.get("global_step", 0))
-        self.best_val_psnr = float(ckpt.get("best_val_psnr", -math.inf))
 
     def install_stop_handlers(self):
         """SIGINT/SIGTERM finish the step, save last.ckpt and exit; a second one
@@ -332,27 +286,3 @@ class Training:
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-
-
-def val_videos(args):
-    """The validation videos of --DR, --val_vi_len frames each."""
-    return Dataset_Dance(args.DR, None, "val", args.val_vi_len, 1.0,
-                         frame_size=(args.frame_H, args.frame_W),
-                         cache=args.data_cache == "memory")
-
-
-@torch.no_grad()
-def validate(model, dataset, seed):
-    """Roll out every video of ``dataset`` with z drawn from a generator seeded by
-    ``seed``: (mean loss, PSNR per predicted frame averaged over the videos, the
-    first video's (prediction, truth, labels))."""
-    generator = torch.Generator(model.device).manual_seed(seed)
-    losses, psnrs, first_video = [], [], None
-    for index in range(len(dataset)):
-        img, label = (x[None].to(model.device) for x in dataset[index])
-        loss, psnr, pred = model.val_one_step(img, label, generator)
-        losses.append(loss)
-        psnrs.append(psnr)
-        if first_video is None:   # what --store_visualization shows
-            first_video = (pred[0], img[0], label[0])
-    return sum(losses) / len(losses), torch.stack(psnrs).mean(0), first_video

@@ -31,7 +31,7 @@ class TemplateModel(nn.Module):
 
 
 def naive_clip_loss(model, img, label, teacher_forcing, beta, noise=None):
-    """The template's training loop: (loss, mse, kl) of a clip, one time step at a time.
+    """The template's training loop: (loss, {"mse", "kl"}) of a clip, one time step at a time.
 
     img, label: (B, T, 3, H, W); teacher_forcing: a bool or one bool per predicted
     frame; noise: optional eps (B, T-1, N_dim, H, W). At each step t the previous
@@ -56,16 +56,17 @@ def naive_clip_loss(model, img, label, teacher_forcing, beta, noise=None):
         eps = torch.randn_like(mu) if noise is None else noise[:, t - 1]
         z = mu + eps * torch.exp(0.5 * logvar)
         prev = Trainer.apply_output_activation(
-            model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)), model.args.output_activation)
+            model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)),
+            model.args.output_activation)
         mses.append(F.mse_loss(prev, img[:, t]))
         kls.append(Trainer.kl_divergence(mu, logvar, model.args.kl_reduction))
     mse, kl = torch.stack(mses).mean(), torch.stack(kls).mean()
-    return mse + beta * kl, mse.detach(), kl.detach()
+    return mse + beta * kl, {"mse": mse.detach(), "kl": kl.detach()}
 
 
 def naive_training_step(model, img, label, teacher_forcing, beta):
     """naive_clip_loss, backward, gradient clipping and an optimizer step (fp32)."""
-    loss, _, _ = naive_clip_loss(model, img, label, teacher_forcing, beta)
+    loss, _ = naive_clip_loss(model, img, label, teacher_forcing, beta)
     model.optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), model.args.grad_clip)
@@ -96,7 +97,8 @@ def naive_rollout(model, first_frame, labels, noise=None, generator=None):
             prev_feat = model.frame_transformation(prev)
             label_feat = model.label_transformation(labels[s:s + 1, t])
             prev = Trainer.apply_output_activation(
-            model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)), model.args.output_activation)
+                model.Generator(model.Decoder_Fusion(prev_feat, label_feat, z)),
+                model.args.output_activation)
             frames.append(prev)
         sequences.append(torch.stack(frames, dim=1))                        # (1, T, 3, H, W)
     return torch.cat(sequences)
