@@ -34,7 +34,7 @@ from utils.flags import parse_args, validate_args
 from utils.media import save_gif
 from utils.metrics import psnr_per_frame
 from utils.runtime import resolve_amp, setup_distributed
-from utils.schedules import kl_annealing, teacher_forcing_ratio
+from utils.schedules import kl_annealing, learning_rate, teacher_forcing_ratio
 from utils.training import Training
 
 __all__ = ["Generate_PSNR", "kl_criterion", "kl_annealing", "VAE_Model", "main"]
@@ -389,9 +389,20 @@ class VAE_Model(nn.Module):
         return values.pop("loss"), {**values, "grad_norm": grad_norm}
 
     def optimizer_step(self):
-        """Clip the gradients to --grad_clip, then step at this step's LR; returns
-        the gradient norm before clipping."""
-        return self.trainer.clip_and_step()
+        """Clip the gradients to --grad_clip, then step at this (epoch, step)'s LR;
+        returns the gradient norm before clipping. fp16 skips a step whose
+        gradients overflowed (the scaler's own check); elsewhere a non-finite
+        norm stops the run before the update."""
+        trainer = self.trainer
+        trainer.scaler.unscale_(trainer.optim)
+        grad_norm = float(nn.utils.clip_grad_norm_(self.parameters(), self.args.grad_clip))
+        trainer.require_finite({}, grad_norm)
+        for group in trainer.optim.param_groups:
+            group["lr"] = learning_rate(self.args, trainer.current_epoch, trainer.global_step)
+        trainer.scaler.step(trainer.optim)
+        trainer.scaler.update()
+        trainer.global_step += 1
+        return grad_norm
 
     def train_dataloader(self):
         """The current epoch's batches of training clips (dataloader.epoch_loader)."""
@@ -533,6 +544,7 @@ def main(args):
                       f"over {len(frame_psnr)} frames")
             return
         trainer = model.start_training(dist)
+        held.callback(trainer.close)   # before the process group closes
         model.val_set   # the smaller split first: a bad layout fails fast
         if dist.is_main:
             runlog.write_args(save_root, plain_args(args))

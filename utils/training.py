@@ -10,11 +10,12 @@ Trainer calls a module's hooks: ``train_dataloader``, ``training_one_step``
 (which calls ``optimizer_step``), ``tqdm_bar``, ``eval`` (which calls
 ``val_dataloader`` and ``val_one_step``), ``save``, ``make_gif`` and
 ``teacher_forcing_ratio_update``. A VAE_Model subclass that overrides one
-changes what runs (docs/architecture.md). The mechanics those methods share
-(the gradient clip and the optimizer's step, the checkpoint's contents) are
-here.
+changes what runs (docs/architecture.md). The model's training methods work on
+this state (its optimizer, scaler, epoch and step); the checkpoint's contents
+and the stop on a non-finite loss are here.
 """
 import functools
+import gc
 import math
 import random
 import signal
@@ -33,8 +34,7 @@ from utils.from_checkpoint import require_epochs_left
 from utils.media import side_by_side
 from utils.plots import plot_run
 from utils.runtime import Distributed, resolve_amp, seed_for
-from utils.schedules import (epoch_learning_rate, kl_annealing, learning_rate,
-                             teacher_forcing_ratio, template_lr)
+from utils.schedules import epoch_learning_rate, kl_annealing, teacher_forcing_ratio, template_lr
 
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 TF_MODES = {"batch": False, "frame": True}   # --tf_mode: a draw per frame?
@@ -124,7 +124,7 @@ class Training:
         self.model.teacher_forcing_ratio_update()
         self.beta_schedule.update()
 
-    # ----------------------------------------------------------------------- a step's mechanics
+    # ----------------------------------------------------------------------- a step
     def require_finite(self, values, grad_norm=None):
         """Stop the run before the update when a loss term (or, outside fp16, where
         the scaler skips such steps, the gradient norm) is not finite."""
@@ -137,21 +137,6 @@ class Training:
                 f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
                 f"({shown}{norm}). Stopped before the update; the last good checkpoint is "
                 f"intact. Try {non_finite_remedies(self.args, self.model.device.type)}.")
-
-    def clip_and_step(self):
-        """Clip the gradients to --grad_clip, then step at this (epoch, step)'s
-        learning rate; fp16 skips a step whose gradients overflowed. Returns the
-        gradient norm before clipping."""
-        self.scaler.unscale_(self.optim)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
-        grad_norm = float(grad_norm)
-        self.require_finite({}, grad_norm)
-        for group in self.optim.param_groups:
-            group["lr"] = learning_rate(self.args, self.current_epoch, self.global_step)
-        self.scaler.step(self.optim)
-        self.scaler.update()
-        self.global_step += 1
-        return grad_norm
 
     def teacher_forcing_draws(self, rng, steps):
         """Teacher forcing for one batch: one draw (--tf_mode batch) or one per
@@ -274,6 +259,13 @@ class Training:
             print(f"\nstopped by {self.stop_signal} in epoch {self.current_epoch}; saved "
                   f"'{path}'.\nresume with: python Trainer.py --DR {self.args.DR} --save_root "
                   f"{self.args.save_root} --ckpt_path {path}", file=sys.stderr)
+
+    def close(self):
+        """Release the DDP wrapper before the process group goes: a wrapper that
+        outlives it is torn down at interpreter exit, where gloo's threads can
+        abort the process ("terminate called without an active exception")."""
+        if self.__dict__.pop("ddp_model", None) is not None:
+            gc.collect()
 
     def install_stop_handlers(self):
         """SIGINT/SIGTERM finish the step, save last.ckpt and exit; a second one
