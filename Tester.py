@@ -8,6 +8,7 @@ weights and the output activation is measured on the val video.
 Each sequence starts from its given frame 0; frames 1..629 are predicted from
 the labels with z drawn from the prior, all sequences in one batch.
 """
+import argparse
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from dataloader import DanceTestSequences, list_images
 from Trainer import VAE_Model, compile_networks, read_checkpoint
-from utils import saveroot
+from utils import from_checkpoint, saveroot
 from utils.errors import UserError, exit_on_user_error
 from utils.flags import get_args_parser, parse_args
 from utils.media import side_by_side
@@ -38,6 +39,9 @@ def get_tester_parser(paths_required=True):
     test.add_argument("--z_scale", type=float, default=1.0,
                       help="z at inference = z_scale x N(0, I): 1 samples the prior, 0 is "
                       "its mean")
+    test.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
+                      help="further checkpoints: each frame is the mean of every model's "
+                      "prediction (--ckpt_path's and these), fed back as one")
     test.add_argument("--gt", default=None,
                       help="ground truth (folder of <i>/frame<N>.png, CSV, or Kaggle's solution "
                       "file): print the score")
@@ -46,7 +50,12 @@ def get_tester_parser(paths_required=True):
 
 class Test_model(VAE_Model):
     """The trained model and the test split: ``eval()`` rolls out every test
-    sequence and writes submission.csv and the GIFs. No optimizer is built."""
+    sequence and writes submission.csv and the GIFs. No optimizer is built.
+    ``ensemble``: further Test_models whose predictions are averaged with its own."""
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.ensemble = []   # a plain list: the members' weights are not this model's
 
     @torch.no_grad()
     def predict(self, first_frames, labels, num_samples=1, z_scale=1.0, generator=None):
@@ -58,7 +67,8 @@ class Test_model(VAE_Model):
         S = first_frames.shape[0]
         repeat = 1 if z_scale == 0 else num_samples
         frames = self.rollout(first_frames.repeat(repeat, 1, 1, 1), labels.repeat(repeat, 1, 1, 1, 1),
-                              generator=generator, z_scale=z_scale, progress=True)
+                              generator=generator, z_scale=z_scale, progress=True,
+                              ensemble=self.ensemble)
         frames = frames.unflatten(0, (repeat, S)).mean(0)                 # (S, T, 3, H, W)
         frames[:, 0] = first_frames   # the given frame, exactly (a float mean may round)
         return frames
@@ -148,9 +158,26 @@ def sanity_check(dataset, frame_size):
 
 
 def load_test_model(args):
-    """Checkpoint -> Test_model on the chosen device, with the checkpoint's settings."""
+    """Checkpoint -> Test_model on the chosen device, with the checkpoint's settings;
+    --ensemble's checkpoints become its ensemble, each with its own settings."""
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required: the checkpoint to test.")
+    model = load_one(args)
+    for path in getattr(args, "ensemble", []):
+        # Typed flags (--amp, --bn_rollout, ...) hold for every member; the model's
+        # own settings come from each member's checkpoint.
+        typed = [f for f in args.explicit_flags if f not in from_checkpoint.MODEL_FLAGS]
+        member = load_one(argparse.Namespace(**{**vars(args), "ckpt_path": path,
+                                                "explicit_flags": typed}))
+        if (member.args.frame_H, member.args.frame_W) != (args.frame_H, args.frame_W):
+            raise UserError(f"--ensemble '{path}' was trained on {member.args.frame_H}x"
+                            f"{member.args.frame_W} frames, --ckpt_path on {args.frame_H}x"
+                            f"{args.frame_W}: an ensemble's members need one frame size.")
+        model.ensemble.append(member)
+    return model
+
+
+def load_one(args):
     ckpt = read_checkpoint(args, resume=False)
     model = Test_model(args)   # at the dims the checkpoint's settings gave args
     model.load_checkpoint(ckpt)

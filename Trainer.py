@@ -264,7 +264,7 @@ class VAE_Model(nn.Module):
     # ----------------------------------------------------------------------- a video
     @torch.no_grad()
     def rollout(self, first_frame, labels, generator=None, z_scale=1.0, noise=None, chunk=64,
-                progress=False):
+                progress=False, ensemble=()):
         """Autoregressive prediction from the prior: first_frame (B, 3, H, W),
         labels (B, T, 3, H, W) -> frames (B, T, 3, H, W), frames[:, 0] = first_frame.
 
@@ -275,27 +275,41 @@ class VAE_Model(nn.Module):
         networks run in eval mode: the BatchNorm normalises as --bn_rollout says
         (each frame on its own by default, so sequences never influence each
         other) and its running statistics are left untouched.
+
+        ensemble: other models whose predictions of each frame are averaged with
+        this one's and fed back as one prediction (each draws its own z).
         """
+        models = [self, *ensemble]
+        if noise is not None and ensemble:
+            raise ValueError("noise gives the z of one model; an ensemble draws its own")
         B, T = labels.shape[:2]
         out = torch.empty(B, T, *first_frame.shape[1:], device=first_frame.device)
         out[:, 0] = first_frame
         prev = first_frame
-        z_shape = (B, self.config.N_dim, *first_frame.shape[-2:])
+        z_shapes = [(B, model.config.N_dim, *first_frame.shape[-2:]) for model in models]
         steps = progress_bar(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
-        with inference_mode(self), self.autocast():
+        with contextlib.ExitStack() as modes, self.autocast():
+            for model in models:
+                modes.enter_context(inference_mode(model))
             for t in steps:
                 if (t - 1) % chunk == 0:
                     # Time-major, so each step's features are one contiguous block.
-                    label_feat = self.per_frame(
-                        self.label_transformation,
+                    label_feats = [model.per_frame(
+                        model.label_transformation,
                         labels[:, t:t + chunk].transpose(0, 1))           # (chunk, B, L, H, W)
-                if noise is not None:
-                    z = noise[:, t - 1]
-                elif z_scale == 0:
-                    z = torch.zeros(z_shape, device=out.device)
-                else:
-                    z = z_scale * torch.randn(z_shape, device=out.device, generator=generator)
-                prev = self.decode(self.frame_transformation(prev), label_feat[(t - 1) % chunk], z)
+                        for model in models]
+                frames = []
+                for model, label_feat, z_shape in zip(models, label_feats, z_shapes):
+                    if noise is not None:
+                        z = noise[:, t - 1]
+                    elif z_scale == 0:
+                        z = torch.zeros(z_shape, device=out.device)
+                    else:
+                        z = z_scale * torch.randn(z_shape, device=out.device, generator=generator)
+                    frames.append(model.decode(model.frame_transformation(prev),
+                                               label_feat[(t - 1) % chunk], z))
+                prev = frames[0] if len(frames) == 1 else torch.stack(
+                    [frame.float() for frame in frames]).mean(0)
                 out[:, t] = prev.float()
         return out
 

@@ -2,9 +2,12 @@
 # One-shot GPU check, about 8 minutes on one GPU: the training step and the test
 # rollout against the naive loop (benchmarks/benchmark.py) in bf16, fp16 and fp32, NCHW
 # against channels-last, --compile in its default mode and with CUDA graphs, then
-# the quickstart's GPU recipe end to end. Each step has a time limit, so a slow or
-# failing one costs only its own; every log lands in $OUT (default runs/gpu_check)
-# and the tables are printed at the end.
+# the quickstart's GPU recipe end to end; then, where a real-frame set built by
+# ../shared/real/build.py lies in data/real_h<i> (carry one: 33 MB each), the default
+# dims with the parser's defaults and with --loss l1_mse, 12 epochs of 146 clips
+# (the budget of docs/quality.md's CPU tables), each scored on the held-out sequence.
+# Each step has a time limit, so a slow or failing one costs only its own; every
+# log lands in $OUT (default runs/gpu_check) and the tables are printed at the end.
 #
 #     bash benchmarks/gpu_check.sh            # PYTHON=... picks the interpreter (python3)
 set -uo pipefail
@@ -43,6 +46,20 @@ step bench_cudagraphs 90 "$PY" "${BENCH[@]}" --compile --compile_mode reduce-ove
     --json "$OUT/bench_cudagraphs.json"
 step quickstart 120 "$PY" tools/quickstart.py --device cuda --out "$OUT/quickstart" \
     --data "$OUT/data"
+
+for data in data/real_h*; do
+    [ -d "$data/test_gt" ] || continue
+    for row in defaults l1_mse; do
+        flags=()
+        [ "$row" = l1_mse ] && flags=(--loss l1_mse)
+        run="$OUT/$(basename "$data")_$row"
+        step "$(basename "$data")_${row}_train" 150 "$PY" Trainer.py --DR "$data" \
+            --save_root "$run" --device cuda --num_epoch 12 --clips_per_epoch 146 "${flags[@]}"
+        step "$(basename "$data")_${row}_test" 60 "$PY" Tester.py --DR "$data" \
+            --save_root "$run/test" --ckpt_path "$run/last.ckpt" --device cuda \
+            --gt "$data/test_gt"
+    done
+done
 
 for log in "$OUT"/*.log; do
     echo; echo "##### $log"; tail -n 25 "$log"

@@ -293,3 +293,28 @@ def test_a_rollout_that_is_not_finite_stops_before_the_submission(trained, tiny_
     with pytest.raises(UserError, match="test sequence 1 is not finite from frame 161 on"):
         Tester.main.__wrapped__(args)
     assert (out / "submission.csv").read_text() == "the previous submission"
+
+
+def test_an_ensemble_averages_every_frame_and_feeds_the_mean_back(trained, tmp_path):
+    """--ensemble: each frame is the mean of the members' predictions from the same
+    previous frame; with one member twice, it is that member's own rollout."""
+    args = lambda *flags: Trainer.parse_args(  # noqa: E731
+        ["--DR", "unused", "--save_root", str(tmp_path), "--ckpt_path", str(trained),
+         "--device", "cpu", *flags], Tester.get_tester_parser())
+    single = Tester.load_test_model(args())
+    twice = Tester.load_test_model(args("--ensemble", str(trained)))
+    assert len(twice.ensemble) == 1 and single.ensemble == []
+    first, labels = torch.rand(2, 3, 32, 64), torch.rand(2, 6, 3, 32, 64)
+    alone = single.predict(first, labels, z_scale=0)
+    torch.testing.assert_close(twice.predict(first, labels, z_scale=0), alone,
+                               atol=1e-6, rtol=0)
+    # Two different models: frame 1 is the mean of their own frame-1 predictions.
+    other = Tester.load_test_model(args())
+    with torch.no_grad():
+        for p in other.Generator[-1].parameters():
+            p.add_(0.3)
+    twice.ensemble = [other]
+    mixed = twice.predict(first, labels, z_scale=0)
+    own = other.predict(first, labels, z_scale=0)
+    torch.testing.assert_close(mixed[:, 1], (alone[:, 1] + own[:, 1]) / 2, atol=1e-5, rtol=0)
+    assert not torch.allclose(mixed[:, 2:], (alone[:, 2:] + own[:, 2:]) / 2, atol=1e-4)

@@ -239,6 +239,7 @@ def test_format_1_checkpoint_with_a_lambdalr_state_still_resumes(tmp_path):
 
 
 def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     for native, expected in ((True, "bf16"), (False, "off")):
         runtime.resolve_amp.cache_clear()
         for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
@@ -248,7 +249,19 @@ def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
     runtime.resolve_amp.cache_clear()
 
 
+def test_amp_auto_is_fp32_where_atens_kernels_run_at_avx2(monkeypatch):
+    """A CPU without AVX-512, or ATEN_CPU_CAPABILITY=avx2 (its approximation): fp32,
+    whatever the flags say."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, check, lambda: True, raising=False)
+    runtime.resolve_amp.cache_clear()
+    assert runtime.resolve_amp("auto", "cpu") == "off"
+    runtime.resolve_amp.cache_clear()
+
+
 def test_bf16_is_detected_from_the_cpu_flags_where_torch_has_no_check(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(runtime, "CPUINFO", cpuinfo)

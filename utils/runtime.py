@@ -43,8 +43,13 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 def cpu_computes_bf16():
-    """AVX512-BF16 or AMX on this CPU: torch's own check where this torch has one,
-    else the flags Linux lists (torch 2.4 has no check; elsewhere: no)."""
+    """AVX512-BF16 or AMX on this CPU, with ATen's kernels at AVX-512 (they run at
+    AVX2 on a CPU without it, or under ATEN_CPU_CAPABILITY=avx2, the approximation
+    of such a CPU): torch's own check where this torch has one, else the flags
+    Linux lists (torch 2.4 has no check; elsewhere: no)."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")()
+    if not capability.startswith("AVX512"):
+        return False
     if hasattr(torch.cpu, "_is_avx512_bf16_supported"):
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     try:
