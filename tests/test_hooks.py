@@ -38,7 +38,8 @@ def calls(small_dataset, tmp_path_factory):
     counted = {"train": collections.Counter(), "test": collections.Counter()}
     with pytest.MonkeyPatch.context() as patch, signal_handlers_kept():
         record_calls(patch, Trainer.VAE_Model, TRAINING_HOOKS, counted["train"])
-        flags = train_flags(small_dataset, folder / "run", "--store_visualization")
+        flags = train_flags(small_dataset, folder / "run", "--store_visualization",
+                            "--partial", "0.5")
         Trainer.main(Trainer.parse_args([*flags, "--num_epoch", "1"]))
         Trainer.main(Trainer.parse_args([*flags, "--num_epoch", "2",
                                          "--ckpt_path", str(folder / "run" / "last.ckpt")]))

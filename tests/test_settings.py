@@ -51,16 +51,12 @@ def assert_same_run(runs):
         assert torch.equal(value, template_ckpt["state_dict"][key]), key
 
 
-def test_the_template_path_resumes_a_run_as_the_cli_does(small_dataset, tmp_path):
-    """A checkpoint of this project: flags from it, the typed --lr wins, the
-    optimizer and the schedules continue, in both paths alike."""
-    first = tmp_path / "first"
-    with signal_handlers_kept():
-        Trainer.main(parse_args(train_flags(small_dataset, first, "--num_epoch", "2",
-                                            "--tfr", "0.5", "--tfr_sde", "0", "--partial", "0.5")))
-    # The template's model is built from the flags: its dims are typed.
-    runs = resume_both_ways(small_dataset, tmp_path, first / "epoch=0.ckpt", *TINY,
-                            "--lr", "0.002")
+def test_the_template_path_resumes_a_run_as_the_cli_does(trained_run, small_dataset, tmp_path):
+    """A checkpoint of this project (the session's run, at epoch 0 of 2): flags from
+    it, the typed --lr wins, the optimizer and the schedules continue, in both
+    paths alike. The template's model is built from the flags: its dims are typed."""
+    runs = resume_both_ways(small_dataset, tmp_path, trained_run.folder / "epoch=0.ckpt",
+                            *TINY, "--lr", "0.002", "--partial", "0.5")
     assert runs["cli"][0]["lr"] == 0.002 and runs["cli"][0]["tfr"] == 0.5
     assert_same_run(runs)
 
