@@ -84,10 +84,12 @@ class Test_model(VAE_Model):
     @torch.no_grad()
     def val_one_step(self, img, label, idx=0, generator=None):
         """Test sequences rolled out from their first frames img (S, 3, H, W) and
-        labels (S, T, 3, H, W) (S = 1 in the template), idx their positions (one
-        int, or S of them): their frames (S, T, 3, H, W) on the CPU, each also
+        labels (S, T, 3, H, W), or one sequence's (1, 3, H, W) and (T, 3, H, W) as
+        val_dataloader() gives them, idx their positions (one int, or S of them): their frames (S, T, 3, H, W) on the CPU, each also
         written as pred_seq<idx>.gif. A rollout that is not finite stops here,
-        before any file is written. z: from ``generator``, else seeded by --seed."""
+        before its GIFs and the submission are written. z: from ``generator``, else seeded by --seed."""
+        if label.dim() == 4:   # one sequence, as its val_dataloader() item gives it
+            img, label = img.reshape(1, *img.shape[-3:]), label[None]
         idx = [idx] if isinstance(idx, int) else list(idx)
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(self.args.seed)
@@ -130,7 +132,8 @@ class Test_model(VAE_Model):
             for index, (seq, (_, labels)) in enumerate(zip(predictions, items)):
                 self.make_gif(side_by_side([labels, seq]),
                               save_root / f"pred_seq{index}_with_label.gif")
-        print(f"{len(predictions)} sequences rolled out in {rollout_seconds:.1f} s on "
+        print(f"{len(predictions)} sequences rolled out (and their GIFs written) in "
+              f"{rollout_seconds:.1f} s on "
               f"{self.device}; '{csv_path}' written in {csv_seconds:.1f} s; GIFs in "
               f"'{save_root}'")
         if args.gt:
@@ -163,10 +166,10 @@ def load_test_model(args):
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required: the checkpoint to test.")
     model = load_one(args)
+    # Typed flags (--amp, --bn_rollout, ...) hold for every member; the model's own
+    # settings come from each member's checkpoint.
+    typed = [f for f in from_checkpoint.typed_flags(args) if f not in from_checkpoint.MODEL_FLAGS]
     for path in getattr(args, "ensemble", []):
-        # Typed flags (--amp, --bn_rollout, ...) hold for every member; the model's
-        # own settings come from each member's checkpoint.
-        typed = [f for f in args.explicit_flags if f not in from_checkpoint.MODEL_FLAGS]
         member = load_one(argparse.Namespace(**{**vars(args), "ckpt_path": path,
                                                 "explicit_flags": typed}))
         if (member.args.frame_H, member.args.frame_W) != (args.frame_H, args.frame_W):

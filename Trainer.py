@@ -139,10 +139,13 @@ class VAE_Model(nn.Module):
     """The five networks of the template, under the template's names, and their maths.
 
     ``VAE_Model(args)`` takes the parsed flags or any object with some of
-    ModelConfig's fields (the defaults fill the rest). The template's training
-    methods keep their names and meanings; a Training (utils/training.py),
-    built on first use, carries them out, so a model built to test never gets
-    an optimizer.
+    ModelConfig's fields (the defaults fill the rest). The template's methods
+    keep their names and meanings, and each is a hook: the training loop, main()
+    and Tester.py call it on the model, so a subclass that overrides one changes
+    what runs. The training methods are the model's own code, working on the
+    state of a Training (utils/training.py: optimizer, epoch, step, schedules)
+    built the first time one of them is called, so a model built to test never
+    gets an optimizer.
     """
 
     def __init__(self, args):
@@ -542,7 +545,8 @@ def main(args):
         raise UserError("--test needs --ckpt_path: the checkpoint to validate.")
     ckpt = read_checkpoint(args, resume=not args.test) if args.ckpt_path else None
     if ckpt is not None and not args.test:   # before any file is touched
-        from_checkpoint.require_epochs_left(args, int(ckpt.get("last_epoch", -1)), args.ckpt_path)
+        state = from_checkpoint.resume_state(ckpt, args.ckpt_path)
+        from_checkpoint.require_epochs_left(args, state["epoch"] - 1, state["source"])
     if "num_workers" in args.explicit_flags and args.data_cache == "memory":
         print("note: --num_workers is read only with --data_cache none; the memory cache "
               "decodes every PNG once, before training.", file=sys.stderr)

@@ -172,7 +172,6 @@ def parse(argv=None):
     return args, project_flags
 
 
-REAL_PAIRS = REAL_TRAIN_FRAMES   # frame+label pairs of the real training split
 
 
 def template_read(path, transform):
@@ -201,7 +200,7 @@ def real_size_loading(pairs, frame_size):
         for path in files:
             template_read(path, transform)
         template = time.perf_counter() - started
-    scale = REAL_PAIRS / pairs
+    scale = REAL_TRAIN_FRAMES / pairs
     return dict(pairs=pairs, cache_build_s=cache * scale, template_pass_s=template * scale,
                 measured_cache_s=cache, measured_template_s=template)
 
@@ -397,7 +396,7 @@ def table(r):
     real = r.get("real_size_loading")
     if real:
         lines.append(
-            f"real-size training split ({REAL_PAIRS} pairs of 1024x512 PNGs, extrapolated from "
+            f"real-size training split ({REAL_TRAIN_FRAMES} pairs of 1024x512 PNGs, extrapolated from "
             f"{real['pairs']}): decoded cache built once {real['cache_build_s']:.0f} s; the "
             f"template's decode-per-access reading {real['template_pass_s']:.0f} s per epoch")
     return "\n".join(lines)

@@ -29,7 +29,6 @@ class TemplateModel(nn.Module):
         self.optim = torch.optim.Adam(self.parameters(), lr=args.lr)
 
 
-
 def naive_clip_loss(model, img, label, teacher_forcing, beta, noise=None):
     """The template's training loop: (loss, {"mse", "kl"}) of a clip, one time step at a time.
 

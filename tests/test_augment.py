@@ -77,11 +77,11 @@ def test_zooming_in_keeps_the_dancer_in_view():
     frame's right edge stays within the middle of the view."""
     labels = torch.ones(2, 3, 32, 64)
     labels[:, :, 10:22, 56:59] = 0.0                        # a pose near the right edge
-    zoom = ClipAugmentation(scale=(3.0, 3.0))
-    for clip in range(8):
-        _, out = zoom.apply(labels.clone(), labels, zoom.draw(clip_generator(0, 0, clip)))
-        x, _ = pose_centre(out)[0].tolist()
-        assert 0.1 < x < 0.9, clip                          # in view, not cut off
+    for zoom in (ClipAugmentation(scale=(3.0, 3.0)), ClipAugmentation(scale=(3.0, 3.0), flip=1.0)):
+        for clip in range(8):
+            _, out = zoom.apply(labels.clone(), labels, zoom.draw(clip_generator(0, 0, clip)))
+            x, _ = pose_centre(out)[0].tolist()
+            assert 0.1 < x < 0.9, (zoom, clip)              # in view, not cut off
 
 
 def test_the_draw_depends_on_seed_epoch_and_clip_only():
@@ -98,27 +98,34 @@ def test_the_draw_depends_on_seed_epoch_and_clip_only():
 def test_turning_one_transform_on_leaves_the_others_draws_alone():
     shift_only = ClipAugmentation(shift=0.25).draw(clip_generator(0, 0, 3))
     with_flip = ClipAugmentation(shift=0.25, flip=0.5).draw(clip_generator(0, 0, 3))
-    assert shift_only["shift"] == with_flip["shift"]
+    assert {k: v for k, v in with_flip.items() if k != "flip"} == \
+        {k: v for k, v in shift_only.items() if k != "flip"}
 
 
 AUG_FLAGS = ["--aug_flip", "0.5", "--aug_shift", "0.25", "--aug_scale", "0.8", "2",
              "--aug_color", "0.1"]
 
 
-def test_training_clips_are_augmented_and_val_and_test_never(small_dataset):
+def test_training_clips_are_augmented_and_val_and_test_never(small_dataset, monkeypatch):
+    """With every --aug_* flag on, a spy on the transform sees the training
+    clips go through it, and neither a validation nor a test rollout."""
+    applied = []
+    real_apply = ClipAugmentation.apply
+    monkeypatch.setattr(ClipAugmentation, "apply",
+                        lambda self, *a: applied.append(1) or real_apply(self, *a))
     args = default_args("--DR", str(small_dataset), "--F_dim", "16", "--L_dim", "16",
                         "--N_dim", "4", "--D_out_dim", "24", "--batch_size", "1",
-                        "--val_vi_len", "12", *AUG_FLAGS)
+                        "--val_vi_len", "6", *AUG_FLAGS)
     model = VAE_Model(args)
     plain = Dataset_Dance(small_dataset, None, "train", args.train_vi_len)
     augmented = model.train_dataloader().dataset
-    assert not torch.equal(augmented[0][0], plain[0][0])
-    assert all(torch.equal(a, b) for a, b in zip(model.val_dataloader().dataset[0],
-                                                 Dataset_Dance(small_dataset, None, "val", 12)[0]))
-    tester = Tester.Test_model(args).val_dataloader()
-    first, labels = tester[0]
-    untouched = Tester.Test_model(default_args("--DR", str(small_dataset))).val_dataloader()[0]
-    assert torch.equal(first, untouched[0]) and torch.equal(labels, untouched[1])
+    assert not torch.equal(augmented[0][0], plain[0][0]) and applied
+    applied.clear()
+    model.eval()                                          # every val video rolled out
+    tester = Tester.Test_model(args)
+    first, labels = tester.val_dataloader()[0]
+    tester.predict(first, labels[None, :6], z_scale=0)    # a test sequence rolled out
+    assert applied == []
 
 
 @pytest.mark.parametrize("flags, named", [

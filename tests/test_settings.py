@@ -150,3 +150,19 @@ def test_a_new_loss_term_reaches_the_bar_the_csv_and_the_plots(small_dataset, tm
     assert {"train_mse", "train_l1", "train_kl", "train_grad_norm", "train_smooth"} <= set(header)
     assert read_metrics(tmp_path)[0]["train_smooth"] > 0
     assert "train_smooth" in loss_columns([load_run(tmp_path)])
+
+
+def test_every_dispatch_table_holds_the_command_lines_choices():
+    """One list of values per option: a value the parser takes has its entry in the
+    table that dispatches on it, and the table has no entry the parser refuses."""
+    from utils import from_checkpoint, schedules, training
+    from utils.flags import flag_choices
+
+    tables = {"loss": Trainer.RECONSTRUCTION, "output_activation": Trainer.OUTPUT_ACTIVATIONS,
+              "kl_reduction": Trainer.KL_REDUCTIONS, "optim": training.OPTIMIZERS,
+              "lr_scheduler": schedules.LR_SCHEDULES, "tf_mode": training.TF_MODES}
+    choices = flag_choices()
+    for flag, table in tables.items():
+        assert set(table) == set(choices[flag]), flag
+    assert set(Trainer.AMP_DTYPES) == set(choices["amp"]) - {"auto"}   # auto resolves first
+    assert set(from_checkpoint.ACTIVATIONS) < set(choices["output_activation"])

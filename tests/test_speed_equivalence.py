@@ -24,9 +24,10 @@ import torch.nn.functional as F
 
 import Trainer
 from conftest import assert_close_grads
-from benchmarks.benchmark import REAL_PAIRS, build_models
+from benchmarks.benchmark import build_models
 from benchmarks.template_reference import TemplateModel, naive_clip_loss, naive_rollout
 from utils.flags import default_args
+from utils.metrics import REAL_TRAIN_FRAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--F_dim", "16", "--L_dim", "16", "--N_dim", "4", "--D_out_dim", "24"]
@@ -209,5 +210,5 @@ def test_benchmark_quick_run_writes_consistent_json(tmp_path):
     assert r["train_gflops_per_s"] == rate["project_tf_off"]
     real = r["real_size_loading"]
     assert real["pairs"] == 2
-    assert real["cache_build_s"] == pytest.approx(real["measured_cache_s"] * REAL_PAIRS / 2)
-    assert real["template_pass_s"] == pytest.approx(real["measured_template_s"] * REAL_PAIRS / 2)
+    assert real["cache_build_s"] == pytest.approx(real["measured_cache_s"] * REAL_TRAIN_FRAMES / 2)
+    assert real["template_pass_s"] == pytest.approx(real["measured_template_s"] * REAL_TRAIN_FRAMES / 2)

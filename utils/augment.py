@@ -81,7 +81,7 @@ class ClipAugmentation:
 
 def affine(transform, dancer, width):
     """The 2x3 matrix that maps output to input coordinates (both in [-1, 1]):
-    shift by whole pixels, then zoom, then mirror. ``dancer``: the clip's pose
+    mirror, then shift by whole pixels, then zoom. ``dancer``: the clip's pose
     centre (x, y) as fractions of the frame (NaN where the labels are blank)."""
     zoom = transform["zoom"]
     shift = 2 * round(transform["shift"] * width) / width   # whole pixels: no resampling blur
@@ -95,7 +95,8 @@ def affine(transform, dancer, width):
     else:
         cx, cy = (reach * c for c in transform["centre"])
     mirror = -1.0 if transform["flip"] else 1.0
-    return torch.tensor([[mirror / zoom, 0.0, mirror * (cx - shift / zoom)],
+    # Mirroring flips the output's axis only: the view still centres on the dancer.
+    return torch.tensor([[mirror / zoom, 0.0, cx - shift / zoom],
                          [0.0, 1.0 / zoom, cy]])
 
 

@@ -5,6 +5,7 @@ flags to Tester.py too), but each lists in ``-h`` only the flags it reads.
 The model flags' defaults are ModelConfig's (utils/config.py).
 """
 import argparse
+import functools
 import sys
 
 from utils.cli import HelpFormatter
@@ -216,14 +217,20 @@ def typed_dest(parser, token):
     return matches.pop() if len(matches) == 1 else None
 
 
+@functools.lru_cache
+def flag_choices():
+    """{dest: its choices} of every choice-valued flag."""
+    return {a.dest: tuple(a.choices) for a in get_args_parser(paths_required=False)._actions
+            if a.choices is not None}
+
+
 def validate_args(args):
     """Reject values that cannot work, naming the flag: from the command line, a
     checkpoint's stored args or code, every choice-valued flag holds one of its
     choices and every number its range."""
-    for action in get_args_parser(paths_required=False)._actions:
-        if action.choices is not None and hasattr(args, action.dest):
-            choice(dict.fromkeys(action.choices), getattr(args, action.dest),
-                   f"--{action.dest}")
+    for dest, values in flag_choices().items():
+        if hasattr(args, dest):
+            choice(dict.fromkeys(values), getattr(args, dest), f"--{dest}")
     choice(dict.fromkeys(KL_TYPES.values()), args.kl_anneal_type, "--kl_anneal_type")
     positive = ("num_epoch", "batch_size", "train_vi_len", "val_vi_len", "frame_H", "frame_W",
                 "F_dim", "L_dim", "N_dim", "D_out_dim", "per_save", "kl_anneal_cycle")

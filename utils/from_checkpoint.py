@@ -1,8 +1,9 @@
 """What a checkpoint carries into a run: the one place that decides it.
 
 Trainer.py's main(), the template's ``VAE_Model.load_checkpoint()`` and
-Tester.py all call ``take_settings`` and ``resume_state``, so a checkpoint
-means the same wherever it is loaded:
+Tester.py all take a checkpoint's settings through ``take_settings`` (by
+Trainer.read_checkpoint), and a resume's state through ``resume_state``, so a
+checkpoint means the same wherever it is loaded:
 
 - This project's checkpoints store their flags. Every flag the user did not
   type is taken from them; a typed model flag that contradicts the weights is
@@ -24,8 +25,9 @@ from utils.schedules import epoch_learning_rate, initial_tfr_reaching, teacher_f
 # Flags that define the network: a checkpoint's values win unless contradicted.
 MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation")
 # Flags that say where and how to run, never taken from a checkpoint.
-RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "test",
-             "store_visualization", "overwrite", "explicit_flags")
+RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "data_cache",
+             "compile", "compile_mode", "test", "store_visualization", "overwrite",
+             "explicit_flags")
 ACTIVATIONS = ("sigmoid", "clamp")   # measured for a checkpoint that does not record its own
 
 

@@ -58,7 +58,7 @@ def step_result(result):
     else:
         loss, terms = result, {}
     as_float = lambda v: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)  # noqa: E731
-    return as_float(loss), {name: as_float(v) for name, v in terms.items()}
+    return as_float(loss), {name: as_float(v) for name, v in terms.items() if v is not None}
 
 
 class Training:
@@ -131,11 +131,13 @@ class Training:
         bad = not all(math.isfinite(v) for v in values.values()) or (
             grad_norm is not None and not math.isfinite(grad_norm) and self.args.amp != "fp16")
         if bad:
-            shown = ", ".join(f"{name} {value}" for name, value in values.items())
-            norm = f", grad norm {grad_norm}" if grad_norm is not None else ""
+            shown = [f"{name} {value}" for name, value in values.items()]
+            if grad_norm is not None:
+                shown.append(f"grad norm {grad_norm}")
+            what = "loss" if values else "gradient norm"
             raise UserError(
-                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
-                f"({shown}{norm}). Stopped before the update; the last good checkpoint is "
+                f"non-finite {what} at epoch {self.current_epoch}, step {self.global_step} "
+                f"({', '.join(shown)}). Stopped before the update; the last good checkpoint is "
                 f"intact. Try {non_finite_remedies(self.args, self.model.device.type)}.")
 
     def teacher_forcing_draws(self, rng, steps):
@@ -155,7 +157,7 @@ class Training:
         tf_rng = random.Random(seed_for(args.seed, epoch))
         loader = model.train_dataloader()
         model.train()
-        sums, tf_on, batches = {}, 0.0, 0
+        sums, counts, tf_on, batches = {}, {}, 0.0, 0
         bar = progress_bar(loader, desc=f"train {epoch}", disable=not self.is_main, leave=False)
         for img, label in bar:
             img = img.to(model.device, non_blocking=True)
@@ -163,13 +165,16 @@ class Training:
             forcing = self.teacher_forcing_draws(tf_rng, img.shape[1] - 1)
             loss, self.last_terms = step_result(model.training_one_step(img, label, forcing))
             for name, value in {"loss": loss, **self.last_terms}.items():
-                sums[name] = sums.get(name, 0.0) + value
+                # fp16's scaler skips a step whose gradient norm overflowed: not a mean's part
+                if math.isfinite(value):
+                    sums[name] = sums.get(name, 0.0) + value
+                    counts[name] = counts.get(name, 0) + 1
             tf_on += forcing if isinstance(forcing, bool) else sum(forcing) / len(forcing)
             batches += 1
             model.tqdm_bar("train", bar, loss, self.optim.param_groups[0]["lr"])
             if self.stop_requested():
                 return None
-        means = self.dist.mean([v / max(batches, 1) for v in (*sums.values(), tf_on)])
+        means = self.dist.mean([sums[n] / counts[n] for n in sums] + [tf_on / max(batches, 1)])
         return {f"train_{name}": mean for name, mean in zip(sums, means)}, means[-1]
 
     def tqdm_bar(self, pbar, loss, lr):
