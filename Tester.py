@@ -85,9 +85,11 @@ class Test_model(VAE_Model):
     def val_one_step(self, img, label, idx=0, generator=None):
         """Test sequences rolled out from their first frames img (S, 3, H, W) and
         labels (S, T, 3, H, W), or one sequence's (1, 3, H, W) and (T, 3, H, W) as
-        val_dataloader() gives them, idx their positions (one int, or S of them): their frames (S, T, 3, H, W) on the CPU, each also
-        written as pred_seq<idx>.gif. A rollout that is not finite stops here,
-        before its GIFs and the submission are written. z: from ``generator``, else seeded by --seed."""
+        val_dataloader() gives them; idx: their positions (one int, or S of them).
+        Returns their frames (S, T, 3, H, W) on the CPU, each sequence also written
+        as pred_seq<idx>.gif. A rollout that is not finite stops here, before its
+        GIFs and the submission are written. z: from ``generator``, else seeded by
+        --seed."""
         if label.dim() == 4:   # one sequence, as its val_dataloader() item gives it
             img, label = img.reshape(1, *img.shape[-3:]), label[None]
         idx = [idx] if isinstance(idx, int) else list(idx)

@@ -33,7 +33,7 @@ from utils.errors import UserError, choice, exit_on_user_error
 from utils.flags import parse_args, validate_args
 from utils.media import save_gif
 from utils.metrics import psnr_per_frame
-from utils.runtime import resolve_amp, setup_distributed
+from utils.runtime import describe_precision, resolve_amp, setup_distributed
 from utils.schedules import kl_annealing, learning_rate, teacher_forcing_ratio
 from utils.training import Training
 
@@ -573,6 +573,7 @@ def main(args):
             print(f"training on {dist.device} x{dist.world_size}: {clips} clips of "
                   f"{args.train_vi_len} frames{per_epoch}, epochs {trainer.current_epoch}.."
                   f"{args.num_epoch - 1}")
+            print(describe_precision(args.amp, dist.device.type))
         trainer.install_stop_handlers()
         if not model.training_stage():
             raise SystemExit(130 if trainer.stop_signal == "SIGINT" else 143)

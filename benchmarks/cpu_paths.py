@@ -2,7 +2,8 @@
 candidate setting, timed interleaved in one process, as ratios to the step as
 Trainer.py runs it.
 
-    python benchmarks/cpu_paths.py [--threads 2] [--repeats 5] [Trainer flags, e.g. --amp off]
+    python benchmarks/cpu_paths.py [--threads 2] [--repeats 5] [--also FLAGS ...]
+        [Trainer flags, e.g. --amp off]
 
 To approximate a CPU without AVX-512 (most laptops) on one that has it:
 
@@ -16,11 +17,14 @@ Variants (each on its own copy of the same weights, the same clips):
   no autocast      the step without any autocast context (what --amp off
                    costs against none)
   1 thread / 2 threads  torch.set_num_threads
+  --also FLAGS     one more variant per quoted string of Trainer flags added to the
+                   recipe, e.g. --also "--F_dim 16 --D_out_dim 24" "--batch_size 1"
 It also counts the denormal numbers in the weights, gradients and optimizer
 state after the warm-up steps: where they are many, flushing them pays.
 """
 import contextlib
 import copy
+import shlex
 import statistics
 import time
 
@@ -73,12 +77,17 @@ def main(argv=None):
                         help="torch threads of the variants (default: torch's, here %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default: 5)")
     parser.add_argument("--steps", type=int, default=4, help="steps per round (default: 4)")
+    parser.add_argument("--also", nargs="*", default=[], metavar="FLAGS",
+                        help="more variants: each a quoted string of Trainer flags added to "
+                             "the recipe (default: none)")
     opts, flags = parser.parse_known_args(argv)
     torch.set_num_threads(opts.threads)
     args = default_args(*CPU_RECIPE, "--device", "cpu", *flags)
-    shape = (args.batch_size, args.train_vi_len, 3, *FRAME_SIZE)
-    g = torch.Generator().manual_seed(0)
-    img, label = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+
+    def clips(args):   # (img, label), each (B, T, 3, H, W)
+        g = torch.Generator().manual_seed(0)
+        shape = (args.batch_size, args.train_vi_len, 3, *FRAME_SIZE)
+        return torch.rand(shape, generator=g), torch.rand(shape, generator=g)
 
     base = Trainer.build_model(args)
     nchw = copy.deepcopy(base)
@@ -96,11 +105,16 @@ def main(argv=None):
         "1 thread": (copy.deepcopy(base), lambda: threads(1)),
         "2 threads": (copy.deepcopy(base), lambda: threads(2)),
     }
+    for extra in opts.also:
+        variants[extra] = (Trainer.build_model(default_args(*CPU_RECIPE, "--device", "cpu",
+                                                            *flags, *shlex.split(extra))),
+                           contextlib.nullcontext)
+    inputs = {id(model): clips(model.args) for model, _ in variants.values()}
 
     def steps(model, context, n):
         with context():
             for _ in range(n):
-                model.training_one_step(img, label, False)
+                model.training_one_step(*inputs[id(model)], False)
 
     for model, context in variants.values():   # warm-up: oneDNN primitives, optimizer state
         steps(model, context, 3)
@@ -119,10 +133,11 @@ def main(argv=None):
     print(f"denormal values after the warm-up: {100 * share:.3f}% of weights, gradients and "
           "optimizer state")
     reference = statistics.median(times["as run"])
-    print(f"{'variant':<17} {'s per step':>10} {'vs as run':>10}")
+    width = max(17, *map(len, times))
+    print(f"{'variant':<{width}} {'s per step':>10} {'vs as run':>10}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<17} {median:>10.3f} {reference / median:>9.2f}x")
+        print(f"{name:<{width}} {median:>10.3f} {reference / median:>9.2f}x")
 
 
 if __name__ == "__main__":

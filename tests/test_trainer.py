@@ -246,6 +246,9 @@ def test_amp_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
             monkeypatch.setattr(torch.cpu, check, lambda: native, raising=False)
         assert runtime.resolve_amp("auto", "cpu") == expected
         assert runtime.resolve_amp("off", "cpu") == "off"
+        assert runtime.describe_precision("auto", "cpu").startswith(
+            f"precision: {'bf16' if native else 'fp32'} (--amp auto")
+    assert runtime.describe_precision("off", "cpu") == "precision: fp32 (--amp off)"
     runtime.resolve_amp.cache_clear()
 
 
@@ -257,6 +260,8 @@ def test_amp_auto_is_fp32_where_atens_kernels_run_at_avx2(monkeypatch):
         monkeypatch.setattr(torch.cpu, check, lambda: True, raising=False)
     runtime.resolve_amp.cache_clear()
     assert runtime.resolve_amp("auto", "cpu") == "off"
+    line = runtime.describe_precision("auto", "cpu")   # what Trainer.py prints
+    assert line.startswith("precision: fp32") and "no native bf16" in line
     runtime.resolve_amp.cache_clear()
 
 

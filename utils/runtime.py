@@ -77,6 +77,17 @@ def resolve_amp(amp, device_type):
     return "bf16" if native else "off"
 
 
+def describe_precision(amp, device_type):
+    """One line for the log: the precision a run computes in, and why."""
+    precision = resolve_amp(amp, device_type).replace("off", "fp32")
+    if amp != "auto":
+        return f"precision: {precision} (--amp {amp})"
+    if precision != "fp32":
+        return f"precision: {precision} (--amp auto: this {device_type} computes it natively)"
+    slower = ("; a step takes several times as long as with native bf16 (README: "
+              "'How long, by kind of CPU')" if device_type == "cpu" else "")
+    return f"precision: fp32 (--amp auto: this {device_type} has no native bf16){slower}"
+
 
 @dataclass
 class Distributed:
