@@ -172,8 +172,6 @@ def parse(argv=None):
     return args, project_flags
 
 
-
-
 def template_read(path, transform):
     """How the course template reads an image on every access: PIL, then torchvision."""
     with Image.open(path) as image:
@@ -396,8 +394,8 @@ def table(r):
     real = r.get("real_size_loading")
     if real:
         lines.append(
-            f"real-size training split ({REAL_TRAIN_FRAMES} pairs of 1024x512 PNGs, extrapolated from "
-            f"{real['pairs']}): decoded cache built once {real['cache_build_s']:.0f} s; the "
+            f"real-size training split ({REAL_TRAIN_FRAMES} pairs of 1024x512 PNGs, "
+            f"extrapolated from {real['pairs']}): decoded cache built once {real['cache_build_s']:.0f} s; the "
             f"template's decode-per-access reading {real['template_pass_s']:.0f} s per epoch")
     return "\n".join(lines)
 
