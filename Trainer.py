@@ -33,7 +33,8 @@ from utils.errors import UserError, choice, exit_on_user_error
 from utils.flags import parse_args, validate_args
 from utils.media import save_gif
 from utils.metrics import psnr_per_frame
-from utils.runtime import describe_precision, resolve_amp, setup_distributed
+from utils.runtime import (autocast, describe_precision, pins_memory, require_amp_runs,
+                           setup_distributed)
 from utils.schedules import kl_annealing, learning_rate, teacher_forcing_ratio
 from utils.training import Training
 
@@ -53,7 +54,6 @@ OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid,
                       "none": lambda x: x}
 KL_REDUCTIONS = {"sum": lambda per_element: per_element.sum(1),     # the template's
                  "mean": lambda per_element: per_element.mean(1)}
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
 # --------------------------------------------------------------------------- the template's functions
@@ -135,6 +135,10 @@ def template_networks(dims, norm_layer=nn.BatchNorm2d):
     }
 
 
+NETWORK_NAMES = ("frame_transformation", "label_transformation", "Gaussian_Predictor",
+                 "Decoder_Fusion", "Generator")
+
+
 class VAE_Model(nn.Module):
     """The five networks of the template, under the template's names, and their maths.
 
@@ -163,6 +167,7 @@ class VAE_Model(nn.Module):
         nn.init.zeros_(self.Gaussian_Predictor[-1].weight)
         nn.init.zeros_(self.Gaussian_Predictor[-1].bias)
         self.to(memory_format=self.memory_format)
+        self.cuda_graphs = False   # compiled with CUDA graphs (compile_networks)
         self._trainer = None
         self._resume = None   # a loaded checkpoint's run state, for the Training to come
 
@@ -175,10 +180,15 @@ class VAE_Model(nn.Module):
         """--channels_last: how the weights are laid out, not what they compute."""
         return torch.channels_last if self.config.channels_last else torch.contiguous_format
 
+    def rollout_stance(self):
+        """Rollouts run CUDA-graph-compiled networks eagerly (see CUDA_GRAPH_MODES)."""
+        if self.cuda_graphs:
+            return torch.compiler.set_stance("force_eager")
+        return contextlib.nullcontext()
+
     def autocast(self):
-        precision = resolve_amp(self.config.amp, self.device.type)
-        dtype = choice(AMP_DTYPES, precision, "--amp")
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        """The autocast context of --amp on this model's device (utils/runtime.autocast)."""
+        return autocast(self.config.amp, self.device.type)
 
     # ----------------------------------------------------------------------- one frame
     def decode(self, prev_feature, label_feature, z):
@@ -291,7 +301,7 @@ class VAE_Model(nn.Module):
         prev = first_frame
         z_shapes = [(B, model.config.N_dim, *first_frame.shape[-2:]) for model in models]
         steps = progress_bar(range(1, T), desc="rollout", leave=False) if progress else range(1, T)
-        with contextlib.ExitStack() as modes, self.autocast():
+        with contextlib.ExitStack() as modes, self.autocast(), self.rollout_stance():
             for model in models:
                 modes.enter_context(inference_mode(model))
             for t in steps:
@@ -329,7 +339,7 @@ class VAE_Model(nn.Module):
         B, T = labels.shape[:2]
         out = torch.empty(frames.shape, device=frames.device)
         out[:, 0] = frames[:, 0]
-        with inference_mode(self), self.autocast():
+        with inference_mode(self), self.autocast(), self.rollout_stance():
             for t in range(1, T, chunk):
                 label = labels[:, t:t + chunk].transpose(0, 1)           # (n, B, 3, H, W)
                 prev = frames[:, t - 1:t - 1 + len(label)].transpose(0, 1)
@@ -395,6 +405,8 @@ class VAE_Model(nn.Module):
         of forward() and the gradient norm. The run stops before the update when
         a term is not finite."""
         trainer = self.trainer
+        if self.cuda_graphs:   # a new step: the graphs may reuse the last step's memory
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
             loss, terms = trainer.ddp_model(img, label, adapt_TeacherForcing, trainer.beta)
         values = dict(zip(["loss", *terms], torch.stack(
@@ -411,13 +423,17 @@ class VAE_Model(nn.Module):
         gradients overflowed (the scaler's own check); elsewhere a non-finite
         norm stops the run before the update."""
         trainer = self.trainer
-        trainer.scaler.unscale_(trainer.optim)
+        scaler = trainer.scaler
+        scaler.unscale_(trainer.optim)
         grad_norm = float(nn.utils.clip_grad_norm_(self.parameters(), self.args.grad_clip))
         trainer.require_finite({}, grad_norm)
         for group in trainer.optim.param_groups:
             group["lr"] = learning_rate(self.args, trainer.current_epoch, trainer.global_step)
-        trainer.scaler.step(trainer.optim)
-        trainer.scaler.update()
+        scale = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(trainer.optim)
+        scaler.update()
+        # The scaler lowers its scale exactly when it skipped the step.
+        trainer.count_skip(scale is not None and scaler.get_scale() < scale)
         trainer.global_step += 1
         return grad_norm
 
@@ -425,7 +441,7 @@ class VAE_Model(nn.Module):
         """The current epoch's batches of training clips (dataloader.epoch_loader)."""
         trainer = self.trainer
         return epoch_loader(self.train_set, self.args, trainer.current_epoch, trainer.dist,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=pins_memory(self.device))
 
     def val_dataloader(self):
         """The validation videos, one at a time, in order."""
@@ -527,12 +543,38 @@ def build_model(args, device="cpu", ckpt=None):
     return compile_networks(model, args)
 
 
+# torch.compile modes that capture CUDA graphs. A rollout keeps a network's outputs
+# across later calls (label features for 64 frames, each frame fed back), which
+# a CUDA graph's replay overwrites: rollouts run those networks eagerly.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# Compiles of one network that Dynamo allows: training, its sequential decoder
+# (batch B), the val rollout (1 video) and the test rollout (5 sequences) are
+# graphs of their own, by grad mode, BatchNorm mode and shape (benchmarks/compile_shapes.py).
+RECOMPILE_LIMIT = 32
+TRITON_CAPABILITY = (7, 0)   # Triton, inductor's GPU compiler, needs Volta or newer
+
+
 def compile_networks(model, args):
     """--compile: torch.compile each network (how they run, not what they compute)."""
-    if args.compile:
-        for name in ("frame_transformation", "label_transformation", "Gaussian_Predictor",
-                     "Decoder_Fusion", "Generator"):
-            getattr(model, name).compile(mode=args.compile_mode)
+    if not args.compile:
+        return model
+    device = model.device
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < TRITON_CAPABILITY:
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(f"--compile: this GPU ({torch.cuda.get_device_name(device)}) has compute "
+                        f"capability {major}.{minor}; torch.compile's GPU compiler (Triton) "
+                        "needs 7.0 or newer. Train without --compile.")
+    if args.compile_mode in CUDA_GRAPH_MODES and not hasattr(torch.compiler, "set_stance"):
+        raise UserError(f"--compile_mode {args.compile_mode} captures CUDA graphs, which "
+                        "rollouts must run without (torch.compiler.set_stance, torch 2.6 and "
+                        f"newer; this is {torch.__version__}); use --compile_mode default.")
+    for option in ("recompile_limit", "cache_size_limit"):   # the name since torch 2.6, before
+        if hasattr(torch._dynamo.config, option):
+            setattr(torch._dynamo.config, option,
+                    max(getattr(torch._dynamo.config, option), RECOMPILE_LIMIT))
+    for name in NETWORK_NAMES:
+        getattr(model, name).compile(mode=args.compile_mode)
+    model.cuda_graphs = args.compile_mode in CUDA_GRAPH_MODES
     return model
 
 

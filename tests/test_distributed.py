@@ -1,4 +1,5 @@
 """Multi-process training: torchrun + DistributedDataParallel on CPU (gloo)."""
+import math
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from utils import runlog
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.runtime import Distributed, setup_distributed
+from utils.training import Training
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--F_dim", "8", "--L_dim", "8", "--N_dim", "4", "--D_out_dim", "16"]
@@ -74,7 +76,15 @@ def ddp_worker(rank, world_size, port, out_dir):
         # The same step without DDP: what this rank alone would compute.
         local = build_model(args)
         local(img[rows], label[rows], FORCING, BETA, noise=noise[rows])[0].backward()
-        torch.save({"ddp": gradients(model), "local": gradients(local)},
+        # A non-finite loss on rank 1 alone stops both ranks, each with a message,
+        # where a rank that stopped alone would leave the other in its collectives.
+        trainer = Training(model, args, distributed)
+        try:
+            trainer.require_finite({"loss": math.inf if rank == 1 else 0.5})
+            stopped = None
+        except UserError as error:
+            stopped = str(error)
+        torch.save({"ddp": gradients(model), "local": gradients(local), "stopped": stopped},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -98,6 +108,8 @@ def test_ddp_gradients_equal_single_process_union_batch(tmp_path):
     union = gradients(model)
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert "non-finite loss on another rank" in ranks[0]["stopped"]
+    assert "non-finite loss at epoch 0" in ranks[1]["stopped"] and "loss inf" in ranks[1]["stopped"]
     for result in ranks:
         assert result["ddp"].keys() == union.keys()
         assert_close_grads(list(result["ddp"].values()), [union[k] for k in result["ddp"]])

@@ -14,6 +14,7 @@ from utils.config import ModelConfig
 from utils.errors import UserError
 from utils.flags import default_args, parse_args, validate_args
 from utils.plots import loss_columns, load_run
+from utils import runtime
 from utils.runlog import read_metrics, read_table
 from utils.schedules import kl_beta, lr_factor
 
@@ -164,5 +165,5 @@ def test_every_dispatch_table_holds_the_command_lines_choices():
     choices = flag_choices()
     for flag, table in tables.items():
         assert set(table) == set(choices[flag]), flag
-    assert set(Trainer.AMP_DTYPES) == set(choices["amp"]) - {"auto"}   # auto resolves first
+    assert set(runtime.AMP_DTYPES) == set(choices["amp"]) - {"auto"}   # auto resolves first
     assert set(from_checkpoint.ACTIVATIONS) < set(choices["output_activation"])

@@ -80,4 +80,4 @@ def test_gpu_check_stops_with_a_clear_message_where_there_is_no_cuda(tmp_path):
     env["PYTHON"] = str(tmp_path / "no-such-python")
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=60)
-    assert done.returncode == 2 and "cannot import torch" in done.stderr
+    assert done.returncode == 2 and "cannot import: anything" in done.stderr

@@ -124,9 +124,10 @@ def get_args_parser(for_testing=False, paths_required=True):
     runtime.add_argument("--gpu", type=int, default=0,
                          help="CUDA device index for --device cuda")
     runtime.add_argument("--amp", choices=CHOICES["amp"], default=DEFAULTS.amp,
-                         help="autocast precision; auto = bf16 where the device computes it "
-                         "natively (CPUs with AVX512-BF16/AMX, CUDA GPUs with bf16), else off; "
-                         "fp16 needs CUDA")
+                         help="autocast precision (default: auto = bf16 where the device "
+                         "computes it natively: CUDA compute capability 8.0+, CPUs with "
+                         "AVX512-BF16/AMX; fp16 with a gradient scaler on CUDA 7.x: T4, V100, "
+                         "RTX 20xx; else off, fp32); fp16 needs a device whose scaler runs")
     runtime.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                          help="keep convolution weights and activations channels-last (NHWC)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the networks")

@@ -3,8 +3,10 @@
 DDP is used only when the script was launched by torchrun (WORLD_SIZE > 1);
 a plain ``python Trainer.py`` never creates a process group.
 """
+import contextlib
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,31 +14,48 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from utils.errors import UserError
+from utils.errors import UserError, choice
+
+
+def mps_available():
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
 def resolve_device(name="auto", gpu=0):
-    """'auto' -> cuda, then mps, then cpu; 'cuda' uses CUDA device ``gpu``."""
+    """'auto' -> cuda, then mps, then cpu; 'cuda' is CUDA device ``gpu``, 'cuda:N'
+    device N. A CUDA device is checked and made the current one here, before
+    anything else asks CUDA about "the" device (its precision, pinned memory)."""
     if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is available; "
+            raise UserError(f"--device {name} was asked for but no CUDA GPU is available; "
                             "use --device cpu (or the default --device auto).")
-        if name == "cuda":
-            if not 0 <= gpu < torch.cuda.device_count():
-                raise UserError(f"--gpu {gpu}: this machine has {torch.cuda.device_count()} "
-                                "CUDA device(s).")
-            name = f"cuda:{gpu}"
-    if name == "mps" and not (getattr(torch.backends, "mps", None)
-                              and torch.backends.mps.is_available()):
+        flag, index = (f"--device {name}", name[5:]) if name != "cuda" else (f"--gpu {gpu}", gpu)
+        try:
+            index = int(index)
+        except ValueError:
+            raise UserError(f"{flag}: a CUDA device is cuda or cuda:N, N a number.") from None
+        count = torch.cuda.device_count()
+        if not 0 <= index < count:
+            raise UserError(f"{flag}: this machine has {count} CUDA device(s), numbered "
+                            f"0..{count - 1} (nvidia-smi lists them).")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if name == "mps" and not mps_available():
         raise UserError("--device mps was asked for but MPS is not available; use --device cpu.")
     return torch.device(name)
+
+
+def pins_memory(device):
+    """Whether host batches bound for ``device`` are pinned: on CUDA only. A copy
+    is non_blocking only from pinned memory (an unpinned non_blocking copy to MPS
+    can hand the kernel a half-written batch)."""
+    return torch.device(device).type == "cuda"
+
+
+def to_device(tensor, device):
+    return tensor.to(device, non_blocking=pins_memory(device))
 
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -59,22 +78,75 @@ def cpu_computes_bf16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# CUDA compute capabilities: bf16 tensor cores from Ampere (8.0) on; fp16 tensor
+# cores from Volta (7.0) on (V100, T4, RTX 20xx); below, no fast half precision.
+CUDA_BF16_CAPABILITY, CUDA_FP16_CAPABILITY = (8, 0), (7, 0)
+# --amp after resolve_amp -> the autocast dtype (None: fp32, no autocast).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+
 @functools.lru_cache
 def resolve_amp(amp, device_type):
-    """--amp auto -> bf16 where the device type has native bf16 arithmetic, else off.
+    """--amp auto -> the fastest precision this device type trains in safely:
+    bf16 where it is native (CUDA 8.0+, CPUs with AVX512-BF16/AMX); fp16 with a
+    gradient scaler on CUDA 7.x; fp32 ("off") on older GPUs, MPS and other CPUs.
 
     args keep the requested value, so a checkpoint trained with auto runs in
-    bf16 where that is native and in fp32 elsewhere (an old GPU, a laptop CPU).
+    each device's own precision where it is resumed or tested. CUDA asks the
+    current device (resolve_device made it the chosen one).
     """
     if amp != "auto":
         return amp
     if device_type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-    elif device_type == "cpu":
-        native = cpu_computes_bf16()
-    else:
-        native = False
-    return "bf16" if native else "off"
+        capability = torch.cuda.get_device_capability()
+        if capability >= CUDA_BF16_CAPABILITY and torch.cuda.is_bf16_supported(
+                including_emulation=False):
+            return "bf16"
+        return "fp16" if capability >= CUDA_FP16_CAPABILITY else "off"
+    if device_type == "cpu" and cpu_computes_bf16():
+        return "bf16"
+    return "off"
+
+
+@functools.lru_cache
+def fp16_trains_on(device_type):
+    """Whether fp16 autocast and a working GradScaler exist for this device type
+    in this torch: tried once on a one-element parameter."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # a scaler that cannot run disables itself
+            scaler = torch.amp.GradScaler(device_type)
+            if not scaler.is_enabled():
+                return False
+            weight = torch.ones(1, device=device_type, requires_grad=True)
+            optimizer = torch.optim.SGD([weight], lr=0.0)
+            with torch.autocast(device_type, dtype=torch.float16):
+                if not torch.is_autocast_enabled(device_type):
+                    return False
+                loss = torch.mm(weight[None], weight[None]).sum()
+            scaler.scale(loss.float()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return True
+    except (RuntimeError, NotImplementedError, TypeError, AssertionError):
+        return False
+
+
+def require_amp_runs(amp, device_type):
+    """Stop at the start, naming --amp, where fp16 would train unscaled."""
+    if resolve_amp(amp, device_type) == "fp16" and not fp16_trains_on(device_type):
+        raise UserError(f"--amp {amp}: fp16 needs a gradient scaler, and this torch "
+                        f"({torch.__version__}) has none that runs on {device_type}; fp16 "
+                        "without one underflows silently. Use --amp auto, bf16 or off.")
+
+
+def autocast(amp, device_type):
+    """The autocast context of a precision; a null context for fp32, so that a
+    device type without autocast (MPS on older torch) never builds one."""
+    dtype = choice(AMP_DTYPES, resolve_amp(amp, device_type), "--amp")
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def describe_precision(amp, device_type):
@@ -82,6 +154,9 @@ def describe_precision(amp, device_type):
     precision = resolve_amp(amp, device_type).replace("off", "fp32")
     if amp != "auto":
         return f"precision: {precision} (--amp {amp})"
+    if precision == "fp16":
+        return ("precision: fp16 with a dynamic gradient scaler (--amp auto: this GPU has "
+                "fp16 tensor cores but no native bf16)")
     if precision != "fp32":
         return f"precision: {precision} (--amp auto: this {device_type} computes it natively)"
     slower = ("; a step takes several times as long as with native bf16 (README: "

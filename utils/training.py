@@ -33,11 +33,14 @@ from utils.errors import UserError, choice
 from utils.from_checkpoint import require_epochs_left
 from utils.media import side_by_side
 from utils.plots import plot_run
-from utils.runtime import Distributed, resolve_amp, seed_for
+from utils.runtime import Distributed, require_amp_runs, resolve_amp, seed_for, to_device
 from utils.schedules import epoch_learning_rate, kl_annealing, teacher_forcing_ratio, template_lr
 
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 TF_MODES = {"batch": False, "frame": True}   # --tf_mode: a draw per frame?
+# fp16: the scaler halves its scale on each step it skips, so this many in a row
+# (from 65536 to below 1e-3) means gradients that no scale keeps finite.
+MAX_SKIPPED_IN_A_ROW = 25
 
 
 def non_finite_remedies(args, device_type):
@@ -70,7 +73,13 @@ class Training:
         self.dist = dist or Distributed(device=model.device)
         optimizer = choice(OPTIMIZERS, args.optim, "--optim")
         self.optim = optimizer(model.parameters(), lr=args.lr)   # learning_rate() sets it per step
-        self.scaler = torch.amp.GradScaler(enabled=args.amp == "fp16")
+        device_type = model.device.type
+        require_amp_runs(args.amp, device_type)
+        # Built for the device it runs on (a CUDA-only scaler disables itself on a CPU
+        # or MPS with a warning, and fp16 would then train unscaled).
+        self.scaler = torch.amp.GradScaler(
+            device_type, enabled=resolve_amp(args.amp, device_type) == "fp16")
+        self.skipped_steps, self.skipped_in_a_row = 0, 0   # fp16 steps the scaler skipped
         self.current_epoch, self.global_step = 0, 0
         # True while an epoch's steps run: a checkpoint written then (a stop) holds
         # the epoch before as the last one finished.
@@ -127,9 +136,20 @@ class Training:
     # ----------------------------------------------------------------------- a step
     def require_finite(self, values, grad_norm=None):
         """Stop the run before the update when a loss term (or, outside fp16, where
-        the scaler skips such steps, the gradient norm) is not finite."""
+        the scaler skips such steps, the gradient norm) is not finite. Under torchrun
+        the decision is every rank's: one rank's bad loss stops them all, where a
+        rank that stopped alone would leave the others waiting in their collectives."""
         bad = not all(math.isfinite(v) for v in values.values()) or (
-            grad_norm is not None and not math.isfinite(grad_norm) and self.args.amp != "fp16")
+            grad_norm is not None and not math.isfinite(grad_norm)
+            and not self.scaler.is_enabled())
+        # Gradients are averaged over ranks, so only the loss can differ between them.
+        if grad_norm is None and self.dist.enabled and self.dist.mean([float(bad)])[0] > 0 \
+                and not bad:
+            raise UserError(
+                f"non-finite loss on another rank at epoch {self.current_epoch}, step "
+                f"{self.global_step}; every rank stopped before the update (the message of "
+                "the rank that saw it names the values). The last good checkpoint is intact. "
+                f"Try {non_finite_remedies(self.args, self.model.device.type)}.")
         if bad:
             shown = [f"{name} {value}" for name, value in values.items()]
             if grad_norm is not None:
@@ -139,6 +159,18 @@ class Training:
                 f"non-finite {what} at epoch {self.current_epoch}, step {self.global_step} "
                 f"({', '.join(shown)}). Stopped before the update; the last good checkpoint is "
                 f"intact. Try {non_finite_remedies(self.args, self.model.device.type)}.")
+
+    def count_skip(self, skipped):
+        """One optimizer step done: ``skipped`` if the fp16 scaler skipped it (its
+        gradients overflowed); too many in a row stop the run."""
+        self.skipped_steps += skipped
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise UserError(
+                f"fp16: the gradients overflowed on {self.skipped_in_a_row} steps in a row "
+                f"(epoch {self.current_epoch}, step {self.global_step}), whatever the scale; "
+                "stopped, the last good checkpoint is intact. Try --amp off or bf16, or "
+                f"{non_finite_remedies(self.args, self.model.device.type)}.")
 
     def teacher_forcing_draws(self, rng, steps):
         """Teacher forcing for one batch: one draw (--tf_mode batch) or one per
@@ -158,10 +190,10 @@ class Training:
         loader = model.train_dataloader()
         model.train()
         sums, counts, tf_on, batches = {}, {}, 0.0, 0
+        skipped_before = self.skipped_steps
         bar = progress_bar(loader, desc=f"train {epoch}", disable=not self.is_main, leave=False)
         for img, label in bar:
-            img = img.to(model.device, non_blocking=True)
-            label = label.to(model.device, non_blocking=True)
+            img, label = to_device(img, model.device), to_device(label, model.device)
             forcing = self.teacher_forcing_draws(tf_rng, img.shape[1] - 1)
             loss, self.last_terms = step_result(model.training_one_step(img, label, forcing))
             for name, value in {"loss": loss, **self.last_terms}.items():
@@ -175,12 +207,16 @@ class Training:
             if self.stop_requested():
                 return None
         means = self.dist.mean([sums[n] / counts[n] for n in sums] + [tf_on / max(batches, 1)])
-        return {f"train_{name}": mean for name, mean in zip(sums, means)}, means[-1]
+        train = {f"train_{name}": mean for name, mean in zip(sums, means)}
+        if self.scaler.is_enabled():   # every rank skips the same steps (one gradient)
+            train["skipped_steps"] = self.skipped_steps - skipped_before
+        return train, means[-1]
 
     def tqdm_bar(self, pbar, loss, lr):
+        skipped = {"skipped": self.skipped_steps} if self.scaler.is_enabled() else {}
         pbar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4g}" for k, v in self.last_terms.items()},
                          beta=f"{self.beta:.2f}", tf=f"{self.tfr:.2f}", lr=f"{lr:.2e}",
-                         refresh=False)
+                         **skipped, refresh=False)
 
     def stop_requested(self):
         """True once SIGINT/SIGTERM arrived on any rank."""
