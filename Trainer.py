@@ -547,9 +547,10 @@ def build_model(args, device="cpu", ckpt=None):
 # across later calls (label features for 64 frames, each frame fed back), which
 # a CUDA graph's replay overwrites: rollouts run those networks eagerly.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-# Compiles of one network that Dynamo allows: training, its sequential decoder
+# Compiles of one network that Dynamo allows. Training, its sequential decoder
 # (batch B), the val rollout (1 video) and the test rollout (5 sequences) are
-# graphs of their own, by grad mode, BatchNorm mode and shape (benchmarks/compile_shapes.py).
+# graphs of their own by grad mode, BatchNorm mode and shape: more than Dynamo's
+# default of 8, past which a network runs uncompiled with only a warning.
 RECOMPILE_LIMIT = 32
 TRITON_CAPABILITY = (7, 0)   # Triton, inductor's GPU compiler, needs Volta or newer
 
