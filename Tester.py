@@ -75,7 +75,9 @@ class Test_model(VAE_Model):
 
     def val_dataloader(self):
         """The test split of --DR: (first frame (1, 3, H, W), labels (T, 3, H, W)) per sequence."""
-        return DanceTestSequences(self.args.DR, (self.args.frame_H, self.args.frame_W))
+        return DanceTestSequences(self.args.DR, (self.args.frame_H, self.args.frame_W),
+                                  cache=getattr(self.args, "data_cache", "none"),
+                                  cache_dir=getattr(self.args, "cache_dir", None))
 
     def load_checkpoint(self, ckpt=None):
         """VAE_Model's, without the run state: testing needs the settings and weights."""

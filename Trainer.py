@@ -513,7 +513,7 @@ def probe_output_activation(args, state_dict, candidates):
     frames = min(ACTIVATION_PROBE_FRAMES, len(list_images(val))) if args.DR and val.is_dir() else 0
     if frames < 2:
         return None
-    video = DataLoader(Subset(Dataset_Dance(args.DR, None, "val", frames, cache=False,
+    video = DataLoader(Subset(Dataset_Dance(args.DR, None, "val", frames, cache="none",
                                             frame_size=(args.frame_H, args.frame_W)), [0]))
     psnr = {}
     for candidate in candidates:
@@ -590,9 +590,9 @@ def main(args):
     if ckpt is not None and not args.test:   # before any file is touched
         state = from_checkpoint.resume_state(ckpt, args.ckpt_path)
         from_checkpoint.require_epochs_left(args, state["epoch"] - 1, state["source"])
-    if "num_workers" in args.explicit_flags and args.data_cache == "memory":
-        print("note: --num_workers is read only with --data_cache none; the memory cache "
-              "decodes every PNG once, before training.", file=sys.stderr)
+    if "num_workers" in args.explicit_flags and args.data_cache != "none":
+        print(f"note: --num_workers is read only with --data_cache none; the {args.data_cache} "
+              "cache decodes every PNG once, before training.", file=sys.stderr)
     dist = setup_distributed(args.device, args.gpu)
     with contextlib.ExitStack() as held:
         held.callback(dist.close)

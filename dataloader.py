@@ -9,13 +9,16 @@ Frames are ordered by the integer in their name (frame2 before frame10); a label
 has its frame's file name in the sibling ``*_label`` folder. Images of any size
 or mode are converted to RGB, resized to (frame_H, frame_W) and scaled to [0, 1].
 
-By default each split is decoded once into a uint8 tensor held in memory (the
-full real training set at 32x64 is about 290 MB), so no epoch decodes a PNG.
-``cache=False`` reads the PNGs on every access instead, for sets too big for RAM.
+Each split is decoded once into a uint8 tensor (the full real training set at
+32x64 is about 290 MB), so no epoch decodes a PNG. ``cache`` says where it is
+kept, as --data_cache does: "disk" (utils/framecache.py: on disk, memory-mapped
+by every later start), "memory" (this process's RAM; the default for code) or
+"none" (the PNGs read on every access, for sets too big for RAM).
 
 The splits as a run's flags ask for them: ``training_clips(args)``,
 ``validation_videos(args)`` and ``epoch_loader(...)``, the clips of one epoch.
 """
+import sys
 from pathlib import Path
 
 import torch
@@ -23,7 +26,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from utils.augment import AugmentedClips, ClipAugmentation
-from utils.errors import UserError
+from utils.errors import UserError, choice
+from utils.framecache import DATA_CACHES, cache_folder, cached_images
 from utils.images import frame_index, list_images, read_image, read_images
 from utils.runtime import Distributed, seed_for
 from utils.submission import FRAME_SIZE
@@ -72,13 +76,15 @@ class Dataset_Dance(Dataset):
     (video_len, 3, H, W) in [0, 1], starting at frame k * video_len.
 
     ``transform`` (optional) maps a PIL image to a tensor, as in the template;
-    when it is None, images are resized to ``frame_size`` and cached as uint8.
+    when it is None, images are resized to ``frame_size`` and kept as uint8 where
+    ``cache`` says (see the module's docstring; ``cache_dir`` as --cache_dir).
     """
 
     def __init__(self, root, transform=None, mode="train", video_len=7, partial=1.0,
-                 *, frame_size=FRAME_SIZE, cache=True, workers=4):
+                 *, frame_size=FRAME_SIZE, cache="memory", cache_dir=None, workers=4):
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', not {mode!r}")
+        choice(dict.fromkeys(DATA_CACHES), cache, "--data_cache")
         root = require_dir(root, "dataset root (--DR)")
         split = require_dir(root / mode, f"'{mode}' split folder")
         self.frame_files, self.label_files = paired_files(
@@ -91,7 +97,21 @@ class Dataset_Dance(Dataset):
                             f"clip of {video_len} frames at partial={partial}.")
         used = self.num_clips * video_len
         self.frames = self.labels = None
-        if cache and transform is None:
+        folder = cache_folder(root, cache_dir) if cache == "disk" and transform is None else None
+        if folder is not None:
+            # The whole split, whatever share of it this run uses: one file serves every
+            # --partial and clip length.
+            height, width = self.frame_size
+            images = cached_images(self.frame_files + self.label_files, self.frame_size,
+                                   base=root, path=folder / f"{mode}-{height}x{width}.frames",
+                                   workers=workers)
+            count = len(self.frame_files)
+            self.frames, self.labels = images[:used], images[count:count + used]
+        elif cache != "none" and transform is None:
+            if cache == "disk":
+                print(f"note: neither '{root}' nor the user's cache folder can be written; "
+                      "the frames are decoded into RAM for this run (--cache_dir chooses "
+                      "a writable folder).", file=sys.stderr)
             self.frames = read_images(self.frame_files[:used], self.frame_size, workers)
             self.labels = read_images(self.label_files[:used], self.frame_size, workers)
 
@@ -122,10 +142,14 @@ class DanceTestSequences(Dataset):
     """The test split: every sequence folder under <DR>/test/test_img/.
 
     Item i is (first frame (1, 3, H, W), labels (L, 3, H, W)) in [0, 1].
-    ``names`` holds the folder names, ordered by their integer.
+    ``names`` holds the folder names, ordered by their integer. Each item is
+    decoded when it is read, once per run; ``cache="disk"`` keeps them all in one
+    cache file instead (as Dataset_Dance's), which later runs map.
     """
 
-    def __init__(self, root, frame_size=FRAME_SIZE, workers=4):
+    def __init__(self, root, frame_size=FRAME_SIZE, workers=4, *, cache="none",
+                 cache_dir=None):
+        choice(dict.fromkeys(DATA_CACHES), cache, "--data_cache")
         root = require_dir(root, "dataset root (--DR)")
         img_root = require_dir(root / "test" / "test_img", "test frame folder")
         label_root = require_dir(root / "test" / "test_label", "test label folder")
@@ -147,11 +171,25 @@ class DanceTestSequences(Dataset):
                                 f"'{label_root / folder.name}'.\n{LAYOUT}")
             self.first_frame_files.append(first[0])
             self.label_files.append(labels)
+        self.images = None   # (S + sum of L, 3, H, W): the first frames, then every label
+        folder = cache_folder(root, cache_dir) if cache == "disk" else None
+        if folder is not None:
+            height, width = self.frame_size
+            files = self.first_frame_files + [p for labels in self.label_files for p in labels]
+            self.images = cached_images(files, self.frame_size, base=root,
+                                        path=folder / f"test-{height}x{width}.frames",
+                                        workers=workers)
+            counts = torch.tensor([len(self.names)] + [len(l) for l in self.label_files])
+            self.label_starts = counts.cumsum(0).tolist()
 
     def __len__(self):
         return len(self.names)
 
     def __getitem__(self, index):
+        if self.images is not None:
+            start, stop = self.label_starts[index], self.label_starts[index + 1]
+            return (to_unit_float(self.images[index:index + 1]),
+                    to_unit_float(self.images[start:stop]))
         first = read_image(self.first_frame_files[index], self.frame_size)[None]
         labels = read_images(self.label_files[index], self.frame_size, self.workers)
         return to_unit_float(first), to_unit_float(labels)
@@ -162,14 +200,14 @@ def training_clips(args):
     """The training clips of --DR, --train_vi_len frames each (--partial of the frames)."""
     return Dataset_Dance(args.DR, None, "train", args.train_vi_len, args.partial,
                          frame_size=(args.frame_H, args.frame_W),
-                         cache=args.data_cache == "memory")
+                         cache=args.data_cache, cache_dir=args.cache_dir)
 
 
 def validation_videos(args):
     """The validation videos of --DR, --val_vi_len frames each."""
     return Dataset_Dance(args.DR, None, "val", args.val_vi_len, 1.0,
                          frame_size=(args.frame_H, args.frame_W),
-                         cache=args.data_cache == "memory")
+                         cache=args.data_cache, cache_dir=args.cache_dir)
 
 
 def epoch_loader(clips, args, epoch, dist=None, pin_memory=False):
@@ -205,7 +243,7 @@ def epoch_loader(clips, args, epoch, dist=None, pin_memory=False):
     else:
         sampler, shuffle = None, True
         generator = torch.Generator().manual_seed(seed_for(args.seed, epoch))
-    workers = 0 if args.data_cache == "memory" else args.num_workers
+    workers = args.num_workers if args.data_cache == "none" else 0
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
                         generator=generator, num_workers=workers, drop_last=True,
                         pin_memory=pin_memory)

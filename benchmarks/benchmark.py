@@ -251,10 +251,10 @@ def run(opts, project_flags):
         # ---- data loading: decoded cache against PNG decoding, one pass over the set
         started = time.perf_counter()
         cached = Dataset_Dance(root, None, "train", opts.clip_len, frame_size=frame_size,
-                               cache=True)
+                               cache="memory")
         results["data_cache_build_s"] = time.perf_counter() - started
         png = Dataset_Dance(root, None, "train", opts.clip_len, frame_size=frame_size,
-                            cache=False)
+                            cache="none")
         epoch = lambda dataset: [dataset[i] for i in range(len(dataset))]  # noqa: E731
         print("timing data loading ...")
         t, _ = interleaved({"cached": lambda: epoch(cached), "png": lambda: epoch(png)},

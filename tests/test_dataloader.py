@@ -39,8 +39,8 @@ def test_partial_and_mode_val(tmp_path):
 
 
 def test_cache_and_direct_reads_agree(tiny_dataset):
-    cached = Dataset_Dance(tiny_dataset, None, "train", video_len=16, cache=True)
-    direct = Dataset_Dance(tiny_dataset, None, "train", video_len=16, cache=False)
+    cached = Dataset_Dance(tiny_dataset, None, "train", video_len=16, cache="memory")
+    direct = Dataset_Dance(tiny_dataset, None, "train", video_len=16, cache="none")
     assert cached.frames is not None and direct.frames is None
     for a, b in zip(cached[3], direct[3]):
         assert torch.equal(a, b)
@@ -56,7 +56,7 @@ def test_template_style_transform_is_honoured(tiny_dataset):
 
 
 def test_label_pairs_with_its_frame_by_name(tiny_dataset):
-    ds = Dataset_Dance(tiny_dataset, None, "train", video_len=16, cache=False)
+    ds = Dataset_Dance(tiny_dataset, None, "train", video_len=16, cache="none")
     assert [f.name for f in ds.frame_files] == [l.name for l in ds.label_files]
     assert all(l.parent.name == "train_label" for l in ds.label_files)
 

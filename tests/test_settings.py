@@ -110,7 +110,7 @@ def test_an_unknown_model_setting_is_an_error_naming_it(setting, value):
 
 @pytest.mark.parametrize("setting, value", [("optim", "SGD"), ("lr_scheduler", "step"),
                                             ("tf_mode", "clip"), ("kl_anneal_type", "Linear"),
-                                            ("data_cache", "disk"), ("loss", "l2")])
+                                            ("data_cache", "ssd"), ("loss", "l2")])
 def test_an_unknown_flag_value_from_code_is_refused(setting, value):
     with pytest.raises(UserError, match=f"--{setting}"):
         validate_args(default_args(**{setting: value}))

@@ -11,6 +11,7 @@ import sys
 from utils.cli import HelpFormatter
 from utils.config import CHOICES, DEFAULTS
 from utils.errors import UserError, choice
+from utils.framecache import DATA_CACHES
 from utils.metrics import FRAMES_PER_SEQUENCE
 from utils.schedules import WARMUP_STEPS
 
@@ -60,9 +61,13 @@ def get_args_parser(for_testing=False, paths_required=True):
                       "folder for checkpoints, logs, plots")
     data.add_argument("--num_workers", type=int, default=4,
                       help=shown("DataLoader workers; read only with --data_cache none"))
-    data.add_argument("--data_cache", choices=["memory", "none"], default="memory",
-                      help=shown("decode every PNG once into RAM (memory) or on every "
-                                 "access (none)"))
+    data.add_argument("--data_cache", choices=DATA_CACHES, default="disk",
+                      help="disk: decode every PNG once into a file in --cache_dir that "
+                      "later starts (and every torchrun rank) memory-map; memory: decode "
+                      "into this process's RAM; none: decode on every access")
+    data.add_argument("--cache_dir", default=None,
+                      help="folder of the disk cache; default <DR>/.lab4_cache, or "
+                      "$XDG_CACHE_HOME/lab4-vae (~/.cache/lab4-vae) where --DR is read-only")
     epoch.add_argument("--partial", type=float, default=1.0,
                        help=shown("fraction of training frames used"))
     epoch.add_argument("--clips_per_epoch", type=int, default=0,

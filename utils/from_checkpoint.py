@@ -26,7 +26,7 @@ from utils.schedules import epoch_learning_rate, initial_tfr_reaching, teacher_f
 MODEL_FLAGS = ("F_dim", "L_dim", "N_dim", "D_out_dim", "frame_H", "frame_W", "output_activation")
 # Flags that say where and how to run, never taken from a checkpoint.
 RUN_FLAGS = ("DR", "save_root", "ckpt_path", "device", "gpu", "num_workers", "data_cache",
-             "compile", "compile_mode", "test", "store_visualization", "overwrite",
+             "cache_dir", "compile", "compile_mode", "test", "store_visualization", "overwrite",
              "explicit_flags")
 ACTIVATIONS = ("sigmoid", "clamp")   # measured for a checkpoint that does not record its own
 

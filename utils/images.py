@@ -46,12 +46,15 @@ def read_image(path, size):
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def read_images(paths, size, workers=4):
-    """Many image files -> uint8 tensor (N, 3, H, W), decoded by a thread pool."""
+def read_images(paths, size, workers=4, done=None):
+    """Many image files -> uint8 tensor (N, 3, H, W), decoded by a thread pool;
+    ``done(1)`` (a progress bar's update) is called after each image."""
     out = torch.empty(len(paths), 3, *size, dtype=torch.uint8)
 
     def decode(i):
         out[i] = read_image(paths[i], size)
+        if done is not None:
+            done(1)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(decode, range(len(paths))))
