@@ -77,6 +77,7 @@ else
 fi
 SYNTH_DATA="$SCRATCH/synthetic"
 LIMITS=0
+FAILED=""
 
 step() {   # step NAME SECONDS COMMAND...: run it under a time limit, log to $LOGS/NAME.log
     local name=$1 limit=$2 started=$SECONDS
@@ -86,6 +87,7 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit, log to $LO
     timeout -k 5 "$limit" "$@" > "$LOGS/$name.log" 2>&1
     STEP_EXIT=$?
     STEP_SECONDS=$((SECONDS - started))
+    [ $STEP_EXIT = 0 ] || FAILED="$FAILED $name"
 }
 
 train() {   # train NAME SECONDS DATA RUN FLAGS...: Trainer.py, then its summary line
@@ -137,3 +139,7 @@ train compile_cudagraphs 40 "$SYNTH_DATA" "$SCRATCH/compile_cudagraphs" "${STEPS
     "${DIMS[@]}" --num_epoch 3 --compile --compile_mode reduce-overhead
 
 echo "=== all steps done; step limits added up to $LIMITS s"
+if [ -n "$FAILED" ]; then
+    echo "=== failed:$FAILED (their logs are in $OUT/logs.tar.gz)"
+    exit 1
+fi

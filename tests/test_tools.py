@@ -1,6 +1,8 @@
 """The one-command pipeline and the report tools work as a user runs them."""
 import csv
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -81,3 +83,25 @@ def test_gpu_check_stops_with_a_clear_message_where_there_is_no_cuda(tmp_path):
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=60)
     assert done.returncode == 2 and "cannot import: anything" in done.stderr
+
+
+def test_the_gpu_check_rehearsal_passes_within_its_limits(tmp_path):
+    """Every step of benchmarks/gpu_check.sh on the CPU with tiny settings: the script a
+    lent GPU runs is proven here, its files and its limits included."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(out), TMPDIR=str(tmp_path))
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--rehearse"], cwd=ROOT, env=env,
+                          text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {p.name for p in out.iterdir()} == {"summary.txt", "results.json", "logs.tar.gz",
+                                               "nvidia-smi.txt"}
+    limits = int(re.search(r"step limits added up to (\d+) s", done.stdout).group(1))
+    assert limits <= 540
+    rows = {row["step"]: row for row in json.loads((out / "results.json").read_text())}
+    assert list(rows) == ["train_auto", "train_fp16", "train_fp32", "test_rollout",
+                          "synthetic_defaults", "synthetic_defaults_test", "synthetic_l1_mse",
+                          "synthetic_l1_mse_test", "compile_default", "compile_cudagraphs"]
+    assert all(row["exit"] == 0 for row in rows.values())
+    assert "score" in (out / "summary.txt").read_text()
+    assert not list(tmp_path.glob("gpu_check.*"))   # the scratch folder is gone
+
